@@ -1,0 +1,45 @@
+"""The data-module contract: what the engine and the CLI need from a task's data.
+
+A data module is built from the config's ``data`` section (its constructor signature holds the
+defaults) and turns a user's folder into datasets. The engine builds the DataLoaders itself
+(so it can add distributed samplers); the module only says what the items are.
+
+* ``setup()`` discovers the folder layout and makes a deterministic split by subject; errors
+  name the folder/subject and what is wrong (``medgen.errors.InputError``).
+* ``train_dataset()`` yields dicts of tensors ``(C, *patch)`` (patches, random per epoch).
+* ``val_dataset()`` / ``test_dataset()`` yield whole volumes in model space, one per item
+  (batched with batch size 1), with the same keys, plus ``"subject"`` (a string).
+* ``preprocess(volume)`` maps one raw input volume (``medgen.io.read`` output) of the model's
+  input kind into model space, returning ``(tensor (C, *spatial), state)``;
+  ``postprocess(output, state)`` maps a model-space output back to the input's units and
+  geometry (a MetaTensor that ``medgen.io.write`` can write over the input).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+class DataModule:
+    batch_size: int = 1
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def test_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def preprocess(self, volume: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def postprocess(self, output: torch.Tensor, state: Any) -> torch.Tensor:
+        raise NotImplementedError

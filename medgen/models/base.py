@@ -1,0 +1,109 @@
+"""The model contract. A model owns its networks, optimisers and steps; the engine owns the loop.
+
+A model subclasses :class:`GenerativeModel` and implements
+
+* ``configure_optimizers() -> dict[str, Optimizer]`` — one entry per optimiser (e.g. ``{"G": ..., "D": ...}``);
+* ``training_step(batch, step) -> dict[str, float]`` — computes its losses and, for each optimiser,
+  calls ``self.optimizer_step(name, loss)``; wraps a generator update in ``self.frozen(D)`` so the
+  discriminator gets no gradient; returns the scalar losses to log (``train/<name>``);
+* ``validation_step(batch) -> dict[str, Tensor | float]`` — whole-volume outputs in model space:
+  image tensors ``(B, C, *spatial)`` named as in ``metric_pairs``, and optional scalar metrics;
+* ``infer(x) -> Tensor`` — a whole volume ``(B, C, *spatial)`` in model space to its output;
+* ``exported_network() -> nn.Module`` — what is logged/registered as the MLflow model.
+
+Class attributes a model sets:
+
+* ``data_module`` — the class (from :mod:`medgen.data`) that builds its datasets from ``data.root``;
+* ``metric_pairs`` — ``{prefix: (prediction_key, reference_key)}``; the engine computes PSNR, SSIM,
+  MAE and NMSE for each pair, named ``val/<prefix>psnr`` etc. (prefix ``""`` for the main output);
+  FID is computed for the pair with prefix ``""``;
+* ``value_range`` — the model-space intensity range, which fixes the metrics' ``data_range``;
+* ``best_metric`` — default metric for ``best.pt`` (``trainer.best_metric`` overrides it).
+
+The engine wires ``optimizer_step`` to its own implementation (AMP scaler, gradient clipping,
+gradient averaging across processes); without an engine (unit tests) a plain step is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+
+class GenerativeModel(nn.Module):
+    data_module: ClassVar[type]
+    metric_pairs: ClassVar[dict[str, tuple[str, str]]] = {"": ("prediction", "target")}
+    value_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+    best_metric: ClassVar[str] = "val/psnr"
+    task: ClassVar[str] = ""  # set by @register_model
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._step_fn: Callable[[str, torch.Tensor], None] | None = None
+        self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.epoch = 0  # current epoch (0-based), kept up to date by the engine
+        self.max_epochs = 1
+
+    # --- to implement -------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def exported_network(self) -> nn.Module:
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook for epoch-dependent weights (edge-loss ramp, KL warm-up, GRL schedule)."""
+
+    # --- provided -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def setup_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        self.optimizers = dict(self.configure_optimizers())
+        return self.optimizers
+
+    def optimizer_step(self, name: str, loss: torch.Tensor) -> None:
+        """Backpropagate `loss` and step optimiser `name` (zeroing its gradients first)."""
+        if self._step_fn is not None:
+            self._step_fn(name, loss)
+            return
+        if not self.optimizers:
+            self.setup_optimizers()
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context chosen by the engine (a no-op on CPU)."""
+        return self._autocast()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def frozen(*nets: nn.Module) -> Iterator[None]:
+        """Run a block with `nets` not requiring gradients (e.g. D during a G update)."""
+        flags = [[p.requires_grad for p in n.parameters()] for n in nets]
+        for n in nets:
+            n.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for n, fl in zip(nets, flags):
+                for p, f in zip(n.parameters(), fl):
+                    p.requires_grad_(f)

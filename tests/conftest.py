@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data with real volumes; tests using it skip on a clone without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path, monkeypatch):
+    """Each test runs in its own folder so mlflow.db / checkpoints never land in the repo."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
