@@ -47,6 +47,7 @@ class GenerativeModel(nn.Module):
         self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.epoch = 0  # current epoch (0-based), kept up to date by the engine
         self.max_epochs = 1
+        self.roi_size: tuple[int, ...] | None = None  # sliding-window ROI, set from data.patch_size
 
     # --- to implement -------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -66,6 +67,13 @@ class GenerativeModel(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for epoch-dependent weights (edge-loss ramp, KL warm-up, GRL schedule)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-parameter state to keep in checkpoints (plain types/tensors), e.g. a threshold."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
 
     # --- provided -----------------------------------------------------------------------
     @property
