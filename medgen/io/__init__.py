@@ -3,5 +3,14 @@
 ``read(path)`` returns a ``monai.data.MetaTensor`` of shape ``(X, Y, Z)`` (float32), reoriented
 to the canonical RAS+ voxel order, whose ``.affine`` maps voxel indices to RAS world mm and whose
 ``.meta`` holds non-identifying facts (``filename_or_obj``, ``modality``, ``spacing``, ...).
-``write(path, volume, reference)`` writes NIfTI in the reference's geometry.
+``write(path, volume, reference)`` writes NIfTI in the reference's original geometry.
+``describe(path)`` gives the facts ``medgen info`` prints; ``is_volume_path(path)`` tells
+whether a path is something ``read`` accepts.
+
+Formats: NIfTI/Analyze (nibabel), NRRD/MetaImage (SimpleITK), DICOM folders and single files
+(pydicom; series grouped by SeriesInstanceUID, multi-frame and enhanced objects).
 """
+
+from medgen.io.api import describe, is_volume_path, read, write
+
+__all__ = ["read", "write", "describe", "is_volume_path"]

@@ -1,0 +1,185 @@
+"""``read`` / ``write`` / ``describe`` / ``is_volume_path``: one entry point for every format."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from medgen.errors import InputError
+from medgen.io import nifti, sitk_formats
+from medgen.io.geometry import RawVolume, axcodes, from_canonical, to_canonical, voxel_sizes
+
+WRITE_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _suffix_in(path: Path, suffixes) -> bool:
+    return path.name.lower().endswith(tuple(suffixes))
+
+
+def _load(path, series: str | None = None) -> RawVolume:
+    """The volume as stored, from whichever reader the path calls for."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    from medgen.io import dicom  # pydicom import is slow-ish; only when needed
+
+    if path.is_dir():
+        raw = dicom.read_dicom_folder(path, series=series)
+    elif _suffix_in(path, nifti.SUFFIXES):
+        raw = nifti.read_nifti(path)
+    elif _suffix_in(path, sitk_formats.SUFFIXES):
+        raw = sitk_formats.read_sitk(path)
+    elif dicom.is_dicom_file(path, by_suffix=True):
+        raw = dicom.read_dicom_file(path)
+    elif path.suffix.lower() in dicom.SUFFIXES:
+        raise InputError(path, "not a DICOM file (no 'DICM' marker and pydicom cannot parse it)")
+    else:
+        raise InputError(path, "unknown volume format (expected .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd/.hdr, a DICOM file or a DICOM folder)")
+    if raw.data.size == 0:
+        raise InputError(path, "volume is empty (a dimension of size 0)")
+    if not np.isfinite(raw.data).any():
+        raise InputError(path, "volume holds no finite values (all NaN or infinite)")
+    return raw
+
+
+def read(path, series: str | None = None) -> MetaTensor:
+    """Read a volume in canonical RAS+ voxel order.
+
+    Args:
+        path: a .nii/.nii.gz/.hdr, .nrrd/.nhdr/.mha/.mhd file, a DICOM file (single-frame,
+            multi-frame or enhanced) or a folder of DICOM files (recognised by content).
+        series: for a DICOM folder holding several series, the SeriesInstanceUID or
+            SeriesDescription of the one to read.
+
+    Returns:
+        float32 ``MetaTensor`` of shape (X, Y, Z) whose ``.affine`` maps voxel indices to RAS
+        world mm. ``.meta`` holds ``filename_or_obj``, ``spacing``, ``original_affine`` (the
+        on-disk affine, RAS), ``original_shape``, ``original_dtype``, ``modality``,
+        ``source_format`` (and ``series_description`` for DICOM) -- never patient identifiers.
+
+    Raises:
+        InputError: the path is missing, unreadable, corrupt or not a volume.
+    """
+    raw = _load(path, series)
+    data, affine = to_canonical(raw.data, raw.affine)
+    meta = {
+        "filename_or_obj": str(path),
+        "spacing": voxel_sizes(affine),
+        "original_affine": torch.as_tensor(raw.affine, dtype=torch.float64),
+        "original_shape": tuple(int(s) for s in raw.data.shape),
+        "original_dtype": str(raw.disk_dtype),
+        "spatial_shape": tuple(int(s) for s in data.shape),
+        "original_channel_dim": math.nan,  # MONAI's marker for "no channel axis"
+        "space": "RAS",
+        "modality": raw.modality,
+        "source_format": raw.source_format,
+    }
+    if raw.series_description:
+        meta["series_description"] = raw.series_description
+    tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    return MetaTensor(tensor, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def _as_numpy(volume) -> np.ndarray:
+    if isinstance(volume, torch.Tensor):
+        volume = volume.detach().cpu()
+        volume = volume.as_tensor() if isinstance(volume, MetaTensor) else volume
+        return volume.numpy()
+    return np.asarray(volume)
+
+
+def write(path, volume, reference: MetaTensor | None = None, dtype=None) -> Path:
+    """Write ``volume`` as NIfTI (.nii or .nii.gz), atomically.
+
+    Args:
+        path: output file, ``.nii`` or ``.nii.gz``.
+        volume: (X, Y, Z) or (C, X, Y, Z) tensor/array in canonical RAS+ order (as ``read``
+            returns it, or a model output of the same shape).
+        reference: the ``MetaTensor`` that ``read`` returned for the input. The output then
+            has the input's original on-disk voxel order and affine, so it overlays the input
+            in any viewer. Without it, ``volume.affine`` (MetaTensor) or identity is used.
+        dtype: on-disk dtype; default float32 (bool volumes as uint8, integer kept).
+
+    Raises:
+        InputError: unsupported suffix, volume with no finite value, or shape not matching
+            the reference.
+    """
+    path = Path(path)
+    if not _suffix_in(path, WRITE_SUFFIXES):
+        raise InputError(path, "output must be a NIfTI file (.nii or .nii.gz)")
+    data = _as_numpy(volume)
+    if data.ndim == 4:
+        data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)  # NIfTI puts channels last
+    if data.ndim != 3 and not (data.ndim == 4 and data.shape[-1] > 1):
+        raise InputError(path, f"cannot write an array of shape {list(_as_numpy(volume).shape)} as a volume")
+    if dtype is None:
+        dtype = np.uint8 if data.dtype == bool else (data.dtype if np.issubdtype(data.dtype, np.integer) else np.float32)
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+        raise InputError(path, "refusing to write a volume with no finite values (all NaN or infinite)")
+
+    if reference is not None:
+        if not isinstance(reference, MetaTensor) or "original_affine" not in reference.meta:
+            raise TypeError("reference must be the MetaTensor returned by medgen.io.read()")
+        ref_shape = tuple(reference.shape[-3:])
+        if tuple(data.shape[:3]) != ref_shape:
+            raise InputError(path, f"volume shape {list(data.shape[:3])} does not match the reference {list(ref_shape)}")
+        original_affine = np.asarray(reference.meta["original_affine"], dtype=np.float64)
+        data = from_canonical(data, original_affine)
+        affine = original_affine
+    elif isinstance(volume, MetaTensor):
+        affine = np.asarray(volume.affine, dtype=np.float64)
+    else:
+        affine = np.eye(4)
+    return nifti.write_nifti(path, np.ascontiguousarray(data).astype(dtype, copy=False), affine)
+
+
+def describe(path, series: str | None = None) -> dict:
+    """Facts about a volume as stored, for ``medgen info``: shape and spacing in the file's own
+    voxel order, orientation codes of its axes (e.g. "LPS"), on-disk dtype, intensity min/max/mean
+    (after rescale, e.g. HU), modality (DICOM only, else None) and number of series."""
+    path = Path(path)
+    from medgen.io import dicom
+
+    if path.is_dir():
+        listing = dicom.list_series(path)
+        if len(listing) > 1 and series is None:
+            return {
+                "shape": None, "spacing": None, "orientation": None, "dtype": None,
+                "min": None, "max": None, "mean": None,
+                "modality": None, "series": len(listing),
+                "series_list": [{"uid": s.uid, "description": s.description, "modality": s.modality, "files": len(s.files)} for s in listing],
+            }
+    raw = _load(path, series)
+    finite = raw.data[np.isfinite(raw.data)]
+    return {
+        "shape": [int(s) for s in raw.data.shape],
+        "spacing": [round(v, 6) for v in voxel_sizes(raw.affine)],
+        "orientation": axcodes(raw.affine),
+        "dtype": str(raw.disk_dtype),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+        "mean": float(finite.astype(np.float64).mean()),
+        "modality": raw.modality,
+        "series": raw.series_count,
+        "format": raw.source_format,
+    }
+
+
+def is_volume_path(path) -> bool:
+    """True for a file with a volume suffix (or DICOM content), or a folder holding DICOM files."""
+    path = Path(path)
+    if path.is_dir():
+        from medgen.io import dicom
+
+        return dicom.folder_has_dicom(path)
+    if not path.is_file():
+        return False
+    if _suffix_in(path, nifti.SUFFIXES + sitk_formats.SUFFIXES):
+        return True
+    from medgen.io import dicom
+
+    return dicom.is_dicom_file(path, by_suffix=True)

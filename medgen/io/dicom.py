@@ -1,0 +1,399 @@
+"""DICOM: folders of single-frame files (one series each) and single files (single-frame,
+classic multi-frame such as RT dose, enhanced multi-frame with functional groups), via pydicom.
+
+Files are recognised by content (the 'DICM' marker at byte 128, or a pydicom parse for files
+named .dcm/.ima/<number>/<no suffix>), never by extension alone. Slices are ordered by their
+position along the slice normal, and RescaleSlope/Intercept is applied per slice (CT in HU,
+PET in its unit). Only modality and series description leave this module: no patient tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from medgen.errors import InputError
+from medgen.io.errors_util import short
+from medgen.io.geometry import RawVolume, affine_from_lps
+
+SUFFIXES = (".dcm", ".dicom", ".ima")
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _may_be_dicom_name(path: Path) -> bool:
+    """Names DICOM files usually have when they lack the 'DICM' marker: .dcm, .ima, a UID-like
+    number suffix, or none at all."""
+    suffix = path.suffix.lower()
+    return suffix in SUFFIXES or suffix == "" or suffix[1:].isdigit()
+
+
+def is_dicom_file(path, by_suffix: bool = True) -> bool:
+    """True if the file carries the DICOM 'DICM' marker, or (``by_suffix``: for plausible
+    names only) pydicom parses it into a dataset with a SOP Class UID."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    if not (by_suffix and _may_be_dicom_name(path)):
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        return "SOPClassUID" in ds
+    except Exception:
+        return False
+
+
+def _candidate_files(folder: Path):
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR":
+            yield p
+
+
+def folder_has_dicom(folder) -> bool:
+    return any(is_dicom_file(p) for p in _candidate_files(Path(folder)))
+
+
+@dataclass
+class SeriesInfo:
+    uid: str
+    description: str
+    modality: str | None
+    files: list[Path] = field(default_factory=list)
+    headers: list[Dataset] = field(default_factory=list)
+
+
+def list_series(folder) -> list[SeriesInfo]:
+    """Image series in a folder (recursively), grouped by SeriesInstanceUID; files without
+    pixel data (RT plans, structure sets, reports) are skipped."""
+    folder = Path(folder)
+    series: dict[str, SeriesInfo] = {}
+    n_dicom = 0
+    for p in _candidate_files(folder):
+        if not is_dicom_file(p):
+            continue
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+        except Exception:
+            continue
+        n_dicom += 1
+        if "Rows" not in ds or "Columns" not in ds:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
+        if uid not in series:
+            series[uid] = SeriesInfo(uid, str(ds.get("SeriesDescription", "") or ""), _modality(ds))
+        series[uid].files.append(p)
+        series[uid].headers.append(ds)
+    if not series:
+        if n_dicom:
+            raise InputError(folder, f"holds {n_dicom} DICOM file(s) but none with image data (e.g. RT plan, structure set, report)")
+        if not any(True for _ in _candidate_files(folder)):
+            raise InputError(folder, "folder is empty")
+        raise InputError(folder, "no DICOM files in this folder (files are recognised by content)")
+    return list(series.values())
+
+
+def _describe_series(listing) -> str:
+    return "; ".join(f"{s.uid} '{s.description}' ({len(s.files)} files)" for s in listing)
+
+
+def read_dicom_folder(folder, series: str | None = None) -> RawVolume:
+    """One series of a DICOM folder. Several series: refused unless ``series`` names one by
+    SeriesInstanceUID or SeriesDescription."""
+    folder = Path(folder)
+    listing = list_series(folder)
+    if series is None:
+        if len(listing) > 1:
+            raise InputError(folder, f"holds {len(listing)} DICOM series, choose one by UID or description: {_describe_series(listing)}")
+        chosen = listing[0]
+    else:
+        matches = [s for s in listing if series in (s.uid, s.description)]
+        if not matches:
+            raise InputError(folder, f"no series {series!r}; available: {_describe_series(listing)}")
+        if len(matches) > 1:
+            raise InputError(folder, f"several series match {series!r}, choose one by UID: {_describe_series(matches)}")
+        chosen = matches[0]
+    raw = _read_series(folder, chosen)
+    raw.series_count = len(listing)
+    return raw
+
+
+def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
+    multi = [h for h in s.headers if int(h.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in h]
+    if multi:
+        if len(s.files) == 1:
+            return read_dicom_file(s.files[0])
+        raise InputError(folder, f"series {s.uid} holds {len(s.files)} files of which {len(multi)} are multi-frame; expected one multi-frame file or single-frame slices")
+    for h, p in zip(s.headers, s.files):
+        _check_image(h, p)
+    shapes = {(int(h.Rows), int(h.Columns)) for h in s.headers}
+    if len(shapes) > 1:
+        raise InputError(folder, f"series {s.uid} mixes image sizes {sorted(shapes)}: not one volume")
+    frames = []
+    for h, p in zip(s.headers, s.files):
+        frames.append(_frame_from_header(h, _file_loader(p)))
+    if any(f.position is None or f.orientation is None for f in frames):
+        # No geometry (e.g. secondary capture): fall back to the acquisition order.
+        order = np.argsort([int(h.get("InstanceNumber", i) or i) for i, h in enumerate(s.headers)], kind="stable")
+        frames = [frames[i] for i in order]
+    rows, cols = shapes.pop()
+    data, affine, dtype = _stack(folder, frames, rows, cols)
+    return RawVolume(data, affine, dtype, "dicom", modality=s.modality, series_description=s.description or None)
+
+
+# ---------------------------------------------------------------------------------------------
+# single files
+
+
+def read_dicom_file(path) -> RawVolume:
+    """A single DICOM file: single-frame image -> (X, Y, 1); multi-frame/enhanced -> 3D."""
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as e:
+        raise InputError(path, f"corrupt DICOM file ({short(e)})") from None
+    if not any(t in ds for t in _PIXEL_TAGS):
+        kind = ds.SOPClassUID.name if "SOPClassUID" in ds else "unknown object"
+        raise InputError(path, f"DICOM file has no pixel data ({kind}): not an image")
+    _check_image(ds, path)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    pixels = _cached_pixels(ds, path, n_frames, rows, cols)
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        frames = _enhanced_frames(ds, pixels, n_frames)
+    elif n_frames > 1:
+        frames = _classic_multiframe(ds, pixels, n_frames)
+    else:
+        frames = [_frame_from_header(ds, lambda: pixels(0))]
+    data, affine, dtype = _stack(path, frames, rows, cols)
+    return RawVolume(data, affine, dtype, "dicom", modality=_modality(ds), series_description=str(ds.get("SeriesDescription", "") or "") or None)
+
+
+def _modality(ds: Dataset) -> str | None:
+    m = str(ds.get("Modality", "") or "").strip()
+    return m or None
+
+
+def _check_image(ds: Dataset, path: Path) -> None:
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "MOSAIC" in image_type:
+        raise InputError(path, "is a Siemens mosaic (several slices tiled in one image), not supported: convert it with dcm2niix first")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise InputError(path, f"is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}), not a greyscale volume")
+
+
+def _decode(ds: Dataset, path: Path) -> tuple[np.ndarray, bool]:
+    """Raw stored pixels; when pydicom lacks the codec, SimpleITK (GDCM) decodes instead and
+    has already applied the rescale (second value True)."""
+    try:
+        return ds.pixel_array, False
+    except Exception as e:
+        first_error = e
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject_SetGlobalWarningDisplay(False)
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        return arr, True
+    except Exception:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        what = f" ({ts.name})" if ts is not None else ""
+        raise InputError(path, f"pixel data cannot be decoded{what}: {short(first_error)}") from None
+
+
+def _file_loader(path: Path) -> Callable[[], tuple[np.ndarray, bool]]:
+    def load():
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as e:
+            raise InputError(path, f"corrupt DICOM file ({short(e)})") from None
+        return _decode(ds, path)
+
+    return load
+
+
+def _cached_pixels(ds: Dataset, path: Path, n_frames: int, rows: int, cols: int):
+    cache: dict = {}
+
+    def frame(i: int) -> tuple[np.ndarray, bool]:
+        if "all" not in cache:
+            arr, rescaled = _decode(ds, path)
+            if arr.size != n_frames * rows * cols:
+                raise InputError(path, f"pixel data holds {arr.size} values, expected {n_frames}x{rows}x{cols}")
+            cache["all"] = (arr.reshape(n_frames, rows, cols), rescaled)
+        arr, rescaled = cache["all"]
+        return arr[i], rescaled
+
+    return frame
+
+
+@dataclass
+class _Frame:
+    position: np.ndarray | None  # ImagePositionPatient (LPS mm) of the first voxel
+    orientation: np.ndarray | None  # ImageOrientationPatient: row then column direction
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns)
+    slice_spacing: float | None
+    slope: float
+    intercept: float
+    load: Callable[[], tuple[np.ndarray, bool]]
+
+
+def _floats(value, n: int):
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return np.asarray(out) if len(out) == n and np.all(np.isfinite(out)) else None
+
+
+def _slice_spacing(ds) -> float | None:
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            v = float(ds.get(key) or 0)
+        except (TypeError, ValueError):
+            continue
+        if v > 0:
+            return v
+    return None
+
+
+def _rescale(ds) -> tuple[float, float]:
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError):
+        return 1.0, 0.0
+    return slope, intercept
+
+
+def _frame_from_header(ds: Dataset, load) -> _Frame:
+    ps = _floats(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [], 2)
+    slope, intercept = _rescale(ds)
+    return _Frame(
+        position=_floats(ds.get("ImagePositionPatient") or [], 3),
+        orientation=_floats(ds.get("ImageOrientationPatient") or [], 6),
+        pixel_spacing=tuple(ps) if ps is not None else None,
+        slice_spacing=_slice_spacing(ds),
+        slope=slope,
+        intercept=intercept,
+        load=load,
+    )
+
+
+def _group_value(groups: list, seq: str, attr: str):
+    """First value of ``seq[0].attr`` found in the per-frame then the shared functional groups."""
+    for g in groups:
+        items = getattr(g, seq, None) if g is not None else None
+        if items and attr in items[0]:
+            return items[0][attr].value
+    return None
+
+
+def _enhanced_frames(ds: Dataset, pixels, n_frames: int) -> list[_Frame]:
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    top_slope, top_intercept = _rescale(ds)
+    frames = []
+    for i in range(n_frames):
+        groups = [per_frame[i] if i < len(per_frame) else None, shared]
+        pos = _group_value(groups, "PlanePositionSequence", "ImagePositionPatient")
+        iop = _group_value(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
+        ps = _group_value(groups, "PixelMeasuresSequence", "PixelSpacing")
+        sbs = _group_value(groups, "PixelMeasuresSequence", "SpacingBetweenSlices")
+        thk = _group_value(groups, "PixelMeasuresSequence", "SliceThickness")
+        slope = _group_value(groups, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _group_value(groups, "PixelValueTransformationSequence", "RescaleIntercept")
+        ps = _floats(ps or [], 2)
+        spacing = next((float(v) for v in (sbs, thk) if v not in (None, "") and float(v) > 0), None)
+        frames.append(_Frame(
+            position=_floats(pos or [], 3),
+            orientation=_floats(iop or [], 6),
+            pixel_spacing=tuple(ps) if ps is not None else None,
+            slice_spacing=spacing,
+            slope=float(slope) if slope not in (None, "") else top_slope,
+            intercept=float(intercept) if intercept not in (None, "") else top_intercept,
+            load=(lambda i=i: pixels(i)),
+        ))
+    return frames
+
+
+def _classic_multiframe(ds: Dataset, pixels, n_frames: int) -> list[_Frame]:
+    """Multi-frame without functional groups: RT dose (GridFrameOffsetVector along the normal,
+    DoseGridScaling), NM/US stacks (equal spacing), or frames without geometry."""
+    base = _frame_from_header(ds, None)
+    if "DoseGridScaling" in ds:
+        base.slope *= float(ds.DoseGridScaling)
+    offsets = _floats(ds.get("GridFrameOffsetVector") or [], n_frames)
+    frames = []
+    for i in range(n_frames):
+        pos = None
+        if base.position is not None and base.orientation is not None:
+            normal = np.cross(base.orientation[:3], base.orientation[3:])
+            if offsets is not None:
+                pos = base.position + (offsets[i] - offsets[0]) * normal
+            elif base.slice_spacing is not None:
+                pos = base.position + i * base.slice_spacing * normal
+        frames.append(_Frame(pos, base.orientation if pos is not None else None, base.pixel_spacing, base.slice_spacing,
+                             base.slope, base.intercept, lambda i=i: pixels(i)))
+    return frames
+
+
+def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
+    """Order frames along the slice normal and assemble (X=cols, Y=rows, Z) with its RAS affine."""
+    n = len(frames)
+    geometric = all(f.position is not None and f.orientation is not None for f in frames)
+    if geometric:
+        iop = frames[0].orientation
+        if any(not np.allclose(f.orientation, iop, atol=1e-3) for f in frames):
+            raise InputError(path, "images have different orientations (a localizer mixed in?): not one volume")
+        row_dir, col_dir = iop[:3], iop[3:]
+        normal = np.cross(row_dir, col_dir)
+        pos = np.stack([f.position for f in frames])
+        along = pos @ normal
+        order = np.argsort(along, kind="stable")
+        if n > 1:
+            gaps = np.diff(along[order])
+            if (gaps < 1e-4).any():
+                n_pos = len(np.unique(np.round(along, 3)))
+                raise InputError(path, f"{n} images share {n_pos} slice positions (several echoes, phases or time points?): not one 3D volume")
+            spacing = float(np.median(gaps))
+            if np.abs(gaps - spacing).max() > max(0.1 * spacing, 0.01):
+                raise InputError(path, f"irregular slice spacing ({gaps.min():.4g} to {gaps.max():.4g} mm): missing slices?")
+            # The mean step vector keeps gantry tilt (a sheared affine) instead of hiding it.
+            step = (pos[order[-1]] - pos[order[0]]) / (n - 1)
+        else:
+            step = normal * (frames[0].slice_spacing or 1.0)
+        origin = pos[order[0]]
+    else:
+        order = np.arange(n)
+        row_dir, col_dir = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+        step = np.array([0, 0, frames[0].slice_spacing or 1.0])
+        origin = np.zeros(3)
+    ps = frames[0].pixel_spacing or (1.0, 1.0)
+    # Column index i runs along the row direction (spacing ps[1]); row index j along the
+    # column direction (ps[0]); slice index k along the step.
+    direction = np.stack([row_dir * ps[1], col_dir * ps[0], step], axis=1)
+    affine = affine_from_lps(direction, (1.0, 1.0, 1.0), origin)
+
+    data = np.empty((cols, rows, n), dtype=np.float32)
+    disk_dtype = None
+    for k, i in enumerate(order):
+        f = frames[i]
+        px, rescaled = f.load()
+        px = np.asarray(px)
+        if px.shape != (rows, cols):
+            raise InputError(path, f"frame {int(i)} has shape {list(px.shape)}, expected {[rows, cols]}")
+        disk_dtype = disk_dtype or px.dtype
+        values = px.astype(np.float32)
+        if not rescaled and (f.slope != 1 or f.intercept != 0):
+            values = values * np.float32(f.slope) + np.float32(f.intercept)
+        data[:, :, k] = values.T
+    return data, affine, np.dtype(disk_dtype)
