@@ -1,0 +1,82 @@
+"""From a config to a trained run, and from a run back to a usable model.
+
+* :func:`build_task` — the task's data module and model from ``config.data``/``config.model``;
+* :func:`train` — seed, build, :class:`~medgen.engine.trainer.Trainer` ``.fit()``; returns the run id
+  (the function behind ``medgen train`` and the pipelines);
+* :func:`load_task` — a checkpoint file or an MLflow run id back to (model, data, config, checkpoint).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medgen.config import Config, config_from_dict
+from medgen.engine.checkpoint import load_checkpoint, seed_everything
+from medgen.errors import InputError
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def build_task(config: Config):
+    """(model, data) for ``config.task``; ``model.roi_size`` = the data's patch size."""
+    from medgen.models.registry import get_model_class
+
+    model_cls = get_model_class(config.task)
+    data = model_cls.data_module(**config.data)
+    model = model_cls(**config.model)
+    patch = getattr(data, "patch_size", None)
+    if patch is not None:
+        model.roi_size = tuple(int(p) for p in patch)
+    return model, data
+
+
+def train(config: Config) -> str:
+    """Train ``config.task`` as configured; returns the MLflow run id."""
+    from medgen.engine.trainer import Trainer
+
+    seed_everything(config.trainer.seed)  # the model's initial weights depend on the seed
+    model, data = build_task(config)
+    return Trainer(config, model, data).fit()
+
+
+def resolve_checkpoint(run_or_ckpt: str | Path, tracking_uri: str | None, dst_dir: str | Path) -> Path:
+    """A checkpoint file as given, or the run's checkpoints/best.pt (else last.pt) downloaded."""
+    text = str(run_or_ckpt)
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir():
+            for name in ("best.pt", "last.pt"):
+                if (path / name).is_file():
+                    return path / name
+            raise InputError(path, "folder has no best.pt or last.pt")
+        return path
+    if not _RUN_ID.match(text):
+        raise InputError(text, "no such checkpoint file (and not an MLflow run id)")
+    from medgen.tracking import MLflowTracker
+
+    return MLflowTracker(tracking_uri).download_checkpoint(text, dst_dir)
+
+
+def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: str = "auto"):
+    """(model, data, config, checkpoint) from a checkpoint file or an MLflow run id.
+
+    The model holds the checkpoint's weights and extra state, in eval mode on `device`
+    ("auto" = CUDA when present). The data module is constructed but not set up (its training
+    folder need not exist where the model is used).
+    """
+    from medgen.engine.trainer import resolve_device
+
+    with tempfile.TemporaryDirectory(prefix="medgen-ckpt-") as tmp:
+        ckpt: dict[str, Any] = load_checkpoint(resolve_checkpoint(run_or_ckpt, tracking_uri, tmp))
+    config = config_from_dict(ckpt["config"])
+    model, data = build_task(config)
+    model.load_state_dict(ckpt["model"])
+    model.load_extra_state(ckpt.get("extra") or {})
+    model.to(resolve_device(device))
+    model.eval()
+    return model, data, config, ckpt

@@ -1,0 +1,472 @@
+"""The only training loop in medgen.
+
+:class:`Trainer` runs any :class:`~medgen.models.base.GenerativeModel` (any number of networks
+and optimisers): it places the model on a device, wires the model's ``optimizer_step`` to the
+engine's step (AMP scaling on CUDA, gradient clipping, gradient averaging across ranks), runs
+epochs with a progress bar, steps one LR schedule per optimiser per epoch, validates every
+``trainer.val_every`` epochs, keeps ``last.pt``/``best.pt`` and logs everything through a
+:class:`~medgen.tracking.base.Tracker` (MLflow by default).
+
+Determinism: the model is initialised after seeding; the training DataLoader of epoch ``e``
+draws its order and random patches from a generator seeded with ``(seed, epoch, rank)``, so
+the data of an epoch does not depend on what ran before, and checkpoints carry every RNG
+state. Hence a run resumed from ``last.pt`` ends exactly where the uninterrupted run ends (CPU).
+
+Distributed: see :mod:`medgen.engine.distributed` (torchrun, no DDP wrapper, rank 0 logs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgen.config import Config
+from medgen.engine.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from medgen.engine.distributed import DistEnv, launched_by_torchrun
+from medgen.engine.schedules import make_scheduler
+from medgen.engine.validation import evaluate_volumes, to_device
+from medgen.errors import ConfigError, InputError, TrainingError
+from medgen.tracking.base import Tracker
+
+MAX_MODES = ("psnr", "ssim", "auroc", "auprc", "dice", "accuracy", "acc", "iou")
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when present (this rank's GPU under torchrun), else CPU."""
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.device={name} but CUDA is not available (use auto or cpu)")
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"trainer.device must be auto, cpu, cuda or cuda:N, not {name!r}")
+
+
+def infer_mode(metric: str) -> str:
+    """"max" for metrics where higher is better (psnr, ssim, auroc, dice, ...), else "min"."""
+    leaf = metric.split("/")[-1].lower()
+    return "max" if any(leaf.endswith(m) for m in MAX_MODES) else "min"
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A seed for one epoch's data, independent of what ran before (exact resume)."""
+    return int(np.random.SeedSequence([int(v) % 2**32 for v in (seed, epoch, rank)]).generate_state(1, dtype=np.uint64)[0] % 2**63)
+
+
+class Trainer:
+    """Trainer(config, model, data, tracker=None).fit() -> run id.
+
+    tracker: None = an :class:`~medgen.tracking.MLflowTracker` on ``config.tracking.uri`` (or a
+    no-op tracker when ``tracking.enabled`` is false); ranks other than 0 never log.
+    """
+
+    def __init__(self, config: Config, model, data, tracker: Tracker | None = None):
+        self.config = config
+        self.cfg = config.trainer
+        self.model = model
+        self.data = data
+        wants_cuda = self.cfg.device.startswith("cuda") or (self.cfg.device == "auto" and torch.cuda.is_available())
+        self.dist = DistEnv.from_env(use_cuda=wants_cuda)
+        self.device = resolve_device(self.cfg.device, self.dist.local_rank)
+        if not self.dist.is_main:
+            tracker = Tracker()
+        elif tracker is None:
+            tracker = self._default_tracker()
+        self.tracker = tracker
+        self.use_amp = bool(self.cfg.amp) and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.max_epochs = int(self.cfg.max_epochs)
+        if self.max_epochs < 1:
+            raise ConfigError("trainer.max_epochs must be at least 1")
+        self.best_metric = self.cfg.best_metric or getattr(model, "best_metric", "val/psnr")
+        self.best_mode = self.cfg.best_mode or infer_mode(self.best_metric)
+        if self.best_mode not in ("max", "min"):
+            raise ConfigError(f"trainer.best_mode must be max or min, not {self.best_mode!r}")
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.run_id: str | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.step_times: list[float] = []  # seconds per training step (engine + model), for overhead numbers
+        self._bad_step: str | None = None
+        self._warned_best = False
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _default_tracker(self) -> Tracker:
+        if not self.config.tracking.enabled:
+            return Tracker()
+        from medgen.tracking import MLflowTracker
+
+        return MLflowTracker(self.config.tracking.uri)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def _prepare_model(self) -> None:
+        model = self.model
+        model.to(self.device)
+        model.train()
+        self.optimizers = model.setup_optimizers()
+        if not self.optimizers:
+            raise TrainingError(f"model {type(model).__name__} configured no optimisers")
+        o = self.config.optim
+        self.schedulers = {
+            n: make_scheduler(opt, o.lr_policy, self.max_epochs, o.constant_epochs) for n, opt in self.optimizers.items()
+        }
+        use_scaler = self.use_amp and self.amp_dtype == torch.float16
+        self.scalers = {n: torch.amp.GradScaler("cuda", enabled=use_scaler) for n in self.optimizers}
+        model._step_fn = self._optimizer_step
+        model._autocast = self._autocast
+        model.max_epochs = self.max_epochs
+
+    def _optimizer_step(self, name: str, loss: torch.Tensor) -> None:
+        """Zero grads, backward (scaled), average across ranks, unscale, clip, step."""
+        if name not in self.optimizers:
+            raise TrainingError(f"model stepped unknown optimiser {name!r} (has {', '.join(self.optimizers)})")
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        finite = bool(torch.isfinite(loss.detach()).all().item())
+        opt.zero_grad(set_to_none=True)
+        if not self.dist.enabled and not finite:
+            self._bad_step = self._bad_step or name
+            return
+        if finite:
+            scaler.scale(loss).backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if self.dist.average_gradients(params, bad=not finite):
+            opt.zero_grad(set_to_none=True)
+            self._bad_step = self._bad_step or name
+            return
+        clip = self.config.optim.grad_clip
+        if clip is not None:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        scaler.step(opt)
+        scaler.update()
+
+    # --- data -----------------------------------------------------------------------------
+    def _train_loader(self, epoch: int):
+        from monai.data import DataLoader
+        from torch.utils.data import DistributedSampler
+
+        dataset = self._train_ds
+        generator = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch, self.dist.rank))
+        sampler = None
+        if self.dist.enabled:
+            sampler = DistributedSampler(
+                dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.cfg.seed
+            )
+            sampler.set_epoch(epoch)
+        return DataLoader(
+            dataset,
+            batch_size=int(getattr(self.data, "batch_size", 1)),
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=generator,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+        )
+
+    def _val_loader(self):
+        from monai.data import DataLoader
+        from torch.utils.data import Subset
+
+        dataset = self._val_ds
+        if dataset is None or len(dataset) == 0:
+            return None
+        if self.dist.enabled:
+            dataset = Subset(dataset, list(range(self.dist.rank, len(dataset), self.dist.world_size)))
+        generator = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, 2**31, self.dist.rank))
+        return DataLoader(dataset, batch_size=1, shuffle=False, generator=generator, num_workers=self.cfg.num_workers)
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "task": self.config.task,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
+            "rng": rng_state(),
+            "run_id": self.run_id,
+            "extra": self.model.extra_state(),
+            "best": {"metric": self.best_metric, "mode": self.best_mode, "value": self.best_value, "epoch": self.best_epoch},
+            "metrics": dict(self.last_metrics),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("task") not in (None, self.config.task):
+            raise InputError(self.cfg.resume, f"checkpoint is for task {ckpt.get('task')!r}, not {self.config.task!r}")
+        self.model.load_state_dict(ckpt["model"])
+        for n, o in self.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][n])
+        for n, s in self.schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][n])
+        for n, s in self.scalers.items():
+            if ckpt.get("scalers", {}).get(n):
+                s.load_state_dict(ckpt["scalers"][n])
+        self.model.load_extra_state(ckpt.get("extra") or {})
+        self.epoch = int(ckpt["epoch"])
+        self.global_step = int(ckpt["global_step"])
+        best = ckpt.get("best") or {}
+        if best.get("metric") == self.best_metric:
+            self.best_value, self.best_epoch = best.get("value"), best.get("epoch")
+        self.last_metrics = dict(ckpt.get("metrics") or {})
+        self.run_id = ckpt.get("run_id")
+
+    def _checkpoint_dir(self) -> Path:
+        return Path(self.cfg.checkpoint_dir) / str(self.run_id)
+
+    def _save(self, name: str) -> Path:
+        path = save_checkpoint(self._checkpoint_dir() / name, self.state())
+        self.tracker.log_artifact(path, "checkpoints")
+        return path
+
+    # --- the loop ---------------------------------------------------------------------------
+    def fit(self) -> str:
+        """Train to ``trainer.max_epochs`` (or ``trainer.max_minutes``); returns the run id."""
+        status = "FAILED"
+        try:
+            self._start()
+            self._loop()
+            status = "FINISHED"
+            return self.run_id
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.model._step_fn = None
+            try:
+                self.tracker.end(status)
+            finally:
+                self.dist.close()
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        resume = load_checkpoint(cfg.resume) if cfg.resume else None
+        if resume is None:
+            seed_everything(cfg.seed)
+        self.data.setup()
+        self._train_ds = self.data.train_dataset()  # built once: datasets may cache volumes
+        self._val_ds = self.data.val_dataset() if self.cfg.val_every else None
+        self._prepare_model()
+        if resume is not None:
+            self._restore(resume)
+        else:
+            self.dist.broadcast_module(self.model)
+        # Run id: rank 0 starts (or continues) the MLflow run; every rank learns it.
+        run_id = None
+        if self.dist.is_main:
+            experiment = self.config.tracking.experiment or self.config.task
+            continue_id = self.run_id if resume is not None else None
+            if continue_id is not None and hasattr(self.tracker, "has_run") and not self.tracker.has_run(continue_id):
+                continue_id = None  # the checkpoint's run lives in another store: start a new one
+            run_id = self.tracker.start(experiment, run_name=self.config.tracking.run_name, run_id=continue_id)
+            if continue_id is None:
+                self._log_params()
+            self.tracker.set_tags({"medgen.task": self.config.task, "medgen.world_size": str(self.dist.world_size)})
+            if resume is not None:
+                self.tracker.set_tags({f"medgen.resumed_at_epoch_{self.epoch}": "true"})
+            run_id = run_id or self.run_id or uuid.uuid4().hex
+        self.run_id = self.dist.broadcast_object(run_id)
+        if resume is not None:
+            set_rng_state(resume["rng"])
+            if self.dist.enabled:
+                seed_everything(cfg.seed + 7919 * self.dist.rank + self.epoch)
+        elif self.dist.enabled:  # identical replicas, different noise per rank
+            seed_everything(cfg.seed + 7919 * self.dist.rank)
+
+    def _log_params(self) -> None:
+        from medgen.tracking import git_commit
+
+        params = self.config.flat()
+        params["trainer.resume"] = None  # a resume path is not a property of the run
+        params.update({"seed": self.cfg.seed, "git_commit": git_commit(), "world_size": self.dist.world_size})
+        params["device"] = str(self.device)
+        self.tracker.log_params(params)
+
+    def _loop(self) -> None:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        t0 = time.monotonic()
+        steps_per_epoch = self._steps_per_epoch()
+        bar = tqdm(
+            total=(self.max_epochs - self.epoch) * steps_per_epoch,
+            disable=not (cfg.progress and self.dist.is_main),
+            desc=self.config.task,
+            dynamic_ncols=True,
+        )
+        wrote_last_at = None
+        try:
+            while self.epoch < self.max_epochs:
+                epoch = self.epoch
+                self.model.epoch = epoch
+                self.model.on_epoch_start(epoch)
+                bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
+                lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch
+                losses = self._train_epoch(epoch, steps_per_epoch, bar)
+                for s in self.schedulers.values():
+                    s.step()
+                self.dist.broadcast_module(self.model, buffers_only=True)
+                self.epoch = epoch + 1
+                metrics = {f"train/{k}": v for k, v in losses.items()}
+                metrics.update(lrs)
+                last = self.epoch == self.max_epochs
+                out_of_time = cfg.max_minutes is not None and (time.monotonic() - t0) / 60.0 > cfg.max_minutes
+                out_of_time = self.dist.broadcast_object(out_of_time)
+                final = last or out_of_time
+                improved = False
+                if final or self.epoch % max(1, cfg.val_every) == 0:
+                    val = self._validate()
+                    metrics.update(val)
+                    self.last_metrics = dict(val)
+                    improved = self._update_best(val)
+                self.tracker.log_metrics(metrics, step=self.epoch)
+                if self.dist.is_main:
+                    if improved:
+                        self._save("best.pt")
+                    if final or self.epoch % max(1, cfg.checkpoint_every) == 0:
+                        self._save("last.pt")
+                        wrote_last_at = self.epoch
+                self.dist.barrier()
+                if out_of_time and not last:
+                    break
+        finally:
+            bar.close()
+        if self.dist.is_main:
+            if wrote_last_at != self.epoch:
+                self._save("last.pt")
+            self._log_model()
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self._train_loader(0))
+        if n == 0:
+            raise TrainingError("the training set is empty (no batches)")
+        return min(n, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else n
+
+    def _train_epoch(self, epoch: int, steps: int, bar) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        loader = self._train_loader(epoch)
+        sync = self.device.type == "cuda"
+        for i, batch in enumerate(loader):
+            if i >= steps:
+                break
+            t = time.perf_counter()
+            batch = to_device(batch, self.device)
+            self._bad_step = None
+            out = self.model.training_step(batch, self.global_step) or {}
+            losses = {k: float(v) for k, v in out.items()}
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            if self.dist.any(bool(bad) or self._bad_step is not None):
+                self._raise_non_finite(bad, losses, epoch)
+            if sync:
+                torch.cuda.synchronize(self.device)
+            self.step_times.append(time.perf_counter() - t)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            self.global_step += 1
+            bar.update(1)
+            if losses:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:6]}, refresh=False)
+        return self.dist.reduce_means(sums, counts)
+
+    def _raise_non_finite(self, bad: list[str], losses: dict[str, float], epoch: int) -> None:
+        if bad:
+            what = ", ".join(f"{k}={losses[k]}" for k in bad)
+            msg = f"non-finite loss {what} at step {self.global_step} (epoch {epoch + 1})"
+        elif self._bad_step is not None:
+            msg = f"non-finite loss for optimiser {self._bad_step!r} at step {self.global_step} (epoch {epoch + 1})"
+        else:
+            msg = f"non-finite loss on another process at step {self.global_step} (epoch {epoch + 1})"
+        raise TrainingError(msg + "; the run is marked FAILED (try a lower learning rate or optim.grad_clip)")
+
+    def _validate(self) -> dict[str, float]:
+        loader = self._val_loader()
+        if loader is None:
+            return {}
+        grid = None
+        tmpdir = None
+        if self.cfg.val_images and self.dist.is_main:
+            tmpdir = tempfile.mkdtemp(prefix="medgen-val-")
+            grid = Path(tmpdir) / f"epoch_{self.epoch:03d}.png"
+        try:
+            metrics = evaluate_volumes(
+                self.model,
+                loader,
+                device=self.device,
+                autocast=self._autocast,
+                fid=self._fid(),
+                dist=self.dist,
+                grid_path=grid,
+                grid_title=f"{self.config.task} epoch {self.epoch}",
+            )
+            if grid is not None and grid.is_file():
+                self.tracker.log_artifact(grid, "samples")
+        finally:
+            if tmpdir is not None:
+                import shutil
+
+                shutil.rmtree(tmpdir, ignore_errors=True)
+        return {f"val/{k}": v for k, v in metrics.items()}
+
+    def _fid(self):
+        """One FID accumulator for the whole run (it caches the real volumes' features)."""
+        if self.cfg.fid_slices <= 0 or "" not in self.model.metric_pairs:
+            return None
+        if getattr(self, "_fid_metric", None) is None:
+            from medgen.metrics import FID
+
+            self._fid_metric = FID(n_slices=self.cfg.fid_slices, device=self.device)
+        return self._fid_metric
+
+    def _update_best(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.best_metric)
+        if value is None or not math.isfinite(value):
+            if not self._warned_best and self.dist.is_main and metrics:
+                import warnings
+
+                warnings.warn(f"best metric {self.best_metric!r} not among {sorted(metrics)}; best.pt not written")
+                self._warned_best = True
+            return False
+        better = (
+            self.best_value is None
+            or (self.best_mode == "max" and value > self.best_value)
+            or (self.best_mode == "min" and value < self.best_value)
+        )
+        if better:
+            self.best_value, self.best_epoch = float(value), self.epoch
+        return better
+
+    def _log_model(self) -> None:
+        tr = self.config.tracking
+        if not tr.log_model or type(self.tracker) is Tracker:
+            return
+        try:
+            network = self.model.exported_network()
+        except NotImplementedError:
+            return
+        network = copy.deepcopy(network).cpu().eval()
+        self.tracker.log_model(network, "model", registered_name=self.config.task if tr.register_model else None)

@@ -1,0 +1,139 @@
+"""Whole-volume validation/evaluation shared by the trainer and ``medgen evaluate``.
+
+For each volume, ``model.validation_step(batch)`` returns model-space images named in
+``model.metric_pairs`` (and optional scalars). For each pair ``prefix: (pred, ref)`` the
+engine computes :func:`medgen.metrics.image_metrics` with ``data_range`` = the width of
+``model.value_range`` (named ``<prefix>psnr`` ...), and FID on the main pair (prefix ``""``).
+Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
+reduced over ranks, and FID inputs are gathered on rank 0 (FID is not a mean over volumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from medgen.engine.distributed import DistEnv
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to `device`; leave strings and the rest alone."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and any(isinstance(v, torch.Tensor) for v in batch):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value.detach().float().item())
+    return None
+
+
+def _images(out: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Image tensors (B, C, *spatial) returned by validation_step, in their order."""
+    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim >= 4}
+
+
+def evaluate_volumes(
+    model,
+    loader,
+    *,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    fid_slices: int = 0,
+    fid=None,
+    dist: DistEnv | None = None,
+    grid_path: str | Path | None = None,
+    grid_title: str | None = None,
+    per_volume: Callable[[str, dict[str, float]], None] | None = None,
+    progress: bool = False,
+    desc: str = "validate",
+) -> dict[str, float]:
+    """Mean metrics over the volumes of `loader` (batch size 1), reduced across ranks.
+
+    fid: a :class:`medgen.metrics.FID` to reuse across epochs (it caches the real volumes'
+    features); default a new one with `fid_slices` slices per axis (0 = no FID).
+    grid_path: write a slice grid of the first volume's images there (rank 0's first volume).
+    per_volume(subject, metrics): called for every volume (e.g. per-subject JSON).
+    """
+    from tqdm.auto import tqdm
+
+    from medgen.metrics import FID, image_metrics
+
+    dist = dist or DistEnv()
+    lo, hi = model.value_range
+    data_range = float(hi - lo)
+    if "" not in model.metric_pairs:
+        fid = None
+    elif fid is None and fid_slices:
+        fid = FID(n_slices=fid_slices, device=device)
+    if fid is not None:
+        fid.reset()
+    fid_inputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # other ranks' share, sent to rank 0
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for index, batch in enumerate(tqdm(loader, desc=desc, leave=False, disable=not progress)):
+                batch = to_device(batch, device)
+                with autocast():
+                    out = model.validation_step(batch)
+                images = {k: v.float() for k, v in _images(out).items()}
+                metrics: dict[str, float] = {}
+                for prefix, (pred_key, ref_key) in model.metric_pairs.items():
+                    if pred_key not in images or ref_key not in images:
+                        continue
+                    pred, ref = images[pred_key], images[ref_key]
+                    for name, value in image_metrics(pred, ref, data_range=data_range).items():
+                        metrics[f"{prefix}{name}"] = float(value)
+                    if prefix == "" and fid is not None:
+                        if dist.is_main:
+                            fid.update(pred, ref, value_range=(lo, hi))
+                        else:
+                            fid_inputs.append((pred.cpu(), ref.cpu()))
+                for key, value in out.items():
+                    scalar = _scalar(value)
+                    if scalar is not None and key not in images:
+                        metrics[key] = scalar
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                if per_volume is not None:
+                    subject = batch.get("subject", [str(index)]) if isinstance(batch, dict) else [str(index)]
+                    per_volume(str(subject[0] if isinstance(subject, (list, tuple)) else subject), metrics)
+                if index == 0 and grid_path is not None and images and dist.is_main:
+                    from medgen.viz import save_slice_grid
+
+                    save_slice_grid(
+                        grid_path,
+                        {k: v[0, 0].detach().cpu() for k, v in images.items()},
+                        value_range=(lo, hi),
+                        title=grid_title,
+                    )
+        means = dist.reduce_means(sums, counts)
+        if fid is not None:
+            gathered = dist.gather_objects(fid_inputs) if dist.enabled else [fid_inputs]
+            if dist.is_main:
+                for share in gathered[1:]:
+                    for pred, ref in share:
+                        fid.update(pred.to(device), ref.to(device), value_range=(lo, hi))
+                if fid.n_images > 0:
+                    means["fid"] = float(fid.compute())
+            if dist.enabled:  # every rank returns the same numbers
+                means = dist.broadcast_object(means)
+        return means
+    finally:
+        model.train(was_training)

@@ -1,0 +1,174 @@
+"""MLflow behind the :class:`~medgen.tracking.base.Tracker` interface.
+
+Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlartifacts``;
+``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` override it (an ``http(s)://`` server keeps its
+own artifact root). Everything goes through an explicit ``MlflowClient`` (no global active
+run), except ``mlflow.pytorch.log_model``, which needs the fluent API and is scoped to the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phone-home from a medical tool
+
+from torch import nn  # noqa: E402
+
+from medgen.errors import InputError  # noqa: E402
+from medgen.tracking.base import Tracker  # noqa: E402
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+_BATCH = 100  # MLflow accepts up to 100 params / 1000 metrics per log_batch
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def default_artifact_root() -> str:
+    return (Path.cwd() / "mlartifacts").resolve().as_uri()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
+def git_commit() -> str:
+    """The medgen source tree's commit (``git rev-parse HEAD``), or "unknown" outside a repo."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else "unknown"
+
+
+def param_value(value: Any) -> str:
+    return str(value)[:MAX_PARAM_LENGTH]
+
+
+class MLflowTracker(Tracker):
+    """Logs one run to an MLflow tracking store.
+
+    uri: tracking URI (see :func:`resolve_tracking_uri`); artifact_root: where a NEW experiment
+    keeps its artifacts (default ``./mlartifacts`` for local stores, the server's for remote ones).
+    """
+
+    def __init__(self, uri: str | None = None, artifact_root: str | None = None):
+        from mlflow import MlflowClient
+
+        self.uri = resolve_tracking_uri(uri)
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.run_id: str | None = None
+
+    # --- runs -----------------------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        location = self.artifact_root
+        if location is None and not is_remote(self.uri):
+            location = default_artifact_root()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def start(self, experiment: str, run_name: str | None = None, run_id: str | None = None) -> str:
+        if run_id is not None:
+            self.client.get_run(run_id)  # raises if unknown in this store
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+    # --- logging --------------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), 10 * _BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 10 * _BATCH])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(str(k), param_value(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model(self, network: nn.Module, name: str, registered_name: str | None = None) -> None:
+        """Log `network` with mlflow.pytorch (pickle format: pt2 needs a signature) and
+        optionally register it under `registered_name`."""
+        import mlflow
+        import mlflow.pytorch
+        import monai
+        import torch
+
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                mlflow.pytorch.log_model(
+                    network,
+                    name=name,
+                    serialization_format="pickle",
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"],
+                    registered_model_name=registered_name,
+                )
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    # --- reading back -----------------------------------------------------------------------
+    def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str | Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, artifact_path, str(dst_dir)))
+
+    def download_checkpoint(self, run_id: str, dst_dir: str | Path) -> Path:
+        """checkpoints/best.pt of `run_id`, else checkpoints/last.pt. InputError if none."""
+        if not self.has_run(run_id):
+            raise InputError(run_id, f"neither a checkpoint file nor a run in the MLflow store {self.uri}")
+        names = {Path(f.path).name for f in self.client.list_artifacts(run_id, "checkpoints")}
+        for name in ("best.pt", "last.pt"):
+            if name in names:
+                return self.download_artifact(run_id, f"checkpoints/{name}", dst_dir)
+        raise InputError(run_id, f"MLflow run has no checkpoints/best.pt or checkpoints/last.pt in {self.uri}")
