@@ -2,7 +2,7 @@
 
 ``linear`` is the pix2pix/CycleGAN policy: the initial rate for ``constant_epochs`` epochs, then a
 linear decay that reaches zero at ``max_epochs`` (so the last trained epoch still has a small
-positive rate). ``constant`` keeps the initial rate.
+positive rate). E.g. 4 epochs, 2 constant: factors 1, 1, 2/3, 1/3. ``constant`` keeps the initial rate.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ def lr_factor(epoch: int, policy: str, max_epochs: int, constant_epochs: int | N
     if policy != "linear":
         raise ConfigError(f"optim.lr_policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     c = max_epochs // 2 if constant_epochs is None else int(constant_epochs)
-    if epoch < c or c >= max_epochs:
+    if c >= max_epochs:
         return 1.0
-    return max(0.0, (max_epochs - epoch) / float(max_epochs - c))
+    # pix2pix's rule: 1 - max(0, e + 1 - c) / (decay_epochs + 1); zero at e = max_epochs.
+    return max(0.0, 1.0 - max(0, epoch + 1 - c) / float(max_epochs - c + 1))
 
 
 def make_scheduler(

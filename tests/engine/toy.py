@@ -100,7 +100,14 @@ class ToyModel(GenerativeModel):
     metric_pairs = {"": ("prediction", "target"), "input_": ("source", "target")}
     best_metric = "val/psnr"
 
-    def __init__(self, channels: int = 4, lr: float = 1e-2, adv_weight: float = 0.05, nan_at_step: int = -1):
+    def __init__(
+        self,
+        channels: int = 4,
+        lr: float = 1e-2,
+        adv_weight: float = 0.05,
+        nan_at_step: int = -1,
+        interrupt_at_epoch: int = -1,
+    ):
         super().__init__()
         self.G = nn.Sequential(
             nn.Conv3d(1, channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout3d(0.1), nn.Conv3d(channels, 1, 1)
@@ -110,6 +117,11 @@ class ToyModel(GenerativeModel):
         self.lr = lr
         self.adv_weight = adv_weight
         self.nan_at_step = nan_at_step
+        self.interrupt_at_epoch = interrupt_at_epoch  # simulates Ctrl-C at the start of that epoch
+
+    def on_epoch_start(self, epoch):
+        if epoch == self.interrupt_at_epoch:
+            raise KeyboardInterrupt
 
     def configure_optimizers(self):
         return {

@@ -1,0 +1,145 @@
+import math
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from medgen.engine import Trainer, load_task, train
+from medgen.engine.schedules import lr_factor
+from medgen.engine.trainer import infer_mode
+from medgen.errors import ConfigError, InputError, TrainingError
+from medgen.tracking import resolve_tracking_uri
+
+from toy import toy_config
+
+
+def client() -> MlflowClient:
+    return MlflowClient(resolve_tracking_uri())
+
+
+def checkpoint(run_id, name="last.pt"):
+    from pathlib import Path
+
+    return Path("checkpoints") / run_id / name
+
+
+def test_linear_schedule_is_pix2pix_rule():
+    # 4 epochs, 2 constant: full rate twice, then 2/3, 1/3, reaching 0 at max_epochs
+    assert [lr_factor(e, "linear", 4, 2) for e in range(5)] == pytest.approx([1, 1, 2 / 3, 1 / 3, 0])
+    assert lr_factor(3, "linear", 4, None) == pytest.approx(1 / 3)  # None = half of max_epochs
+    assert lr_factor(7, "constant", 8) == 1.0
+    with pytest.raises(ConfigError, match="lr_policy"):
+        lr_factor(0, "cosine", 4)
+
+
+def test_best_mode_inferred_from_metric_name():
+    assert infer_mode("val/psnr") == "max" and infer_mode("val/input_ssim") == "max"
+    assert infer_mode("val/dice") == "max" and infer_mode("val/auroc") == "max"
+    assert infer_mode("val/mae") == "min" and infer_mode("val/fid") == "min"
+
+
+def test_train_logs_metrics_params_and_checkpoints():
+    run_id = train(toy_config(trainer={"max_epochs": 3, "val_images": False}, optim={"constant_epochs": 1}))
+    run = client().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["seed"] == "0" and params["trainer.max_epochs"] == "3" and params["task"] == "toy"
+    assert params["git_commit"] == "unknown" or len(params["git_commit"]) == 40
+    l1 = [m.value for m in client().get_metric_history(run_id, "train/l1")]
+    assert len(l1) == 3 and l1[-1] < l1[0]  # the toy problem is learnt
+    lrs = [m.value for m in sorted(client().get_metric_history(run_id, "lr/G"), key=lambda m: m.step)]
+    assert lrs == pytest.approx([1e-2, 1e-2 * 2 / 3, 1e-2 / 3])  # the LR used in each epoch
+    psnr = client().get_metric_history(run_id, "val/psnr")
+    assert sorted(m.step for m in psnr) == [1, 2, 3]
+    assert {"val/ssim", "val/mae", "val/nmse", "val/input_psnr", "val/l1"} <= set(run.data.metrics)
+    by_epoch = {m.step: m.value for m in psnr}
+    assert by_epoch[3] > by_epoch[1]  # validation improves as the toy mapping is learnt
+    artifacts = {f.path for f in client().list_artifacts(run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/last.pt", "checkpoints/best.pt"}
+    ckpt = torch.load(checkpoint(run_id), weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["run_id"] == run_id and ckpt["global_step"] == 9
+    assert set(ckpt["optimizers"]) == {"G", "D"} and set(ckpt["schedulers"]) == {"G", "D"}
+    assert set(ckpt["scalers"]) == {"G", "D"} and {"torch", "numpy", "python"} <= set(ckpt["rng"])
+    best = torch.load(checkpoint(run_id, "best.pt"), weights_only=True)
+    best_psnr = max(m.value for m in psnr)
+    assert best["best"]["value"] == pytest.approx(best_psnr)
+    assert best["epoch"] == best["best"]["epoch"]
+
+
+def test_best_checkpoint_min_mode_and_epoch():
+    run_id = train(
+        toy_config(trainer={"max_epochs": 3, "val_images": False, "best_metric": "val/mae", "checkpoint_every": 5})
+    )
+    mae = {m.step: m.value for m in client().get_metric_history(run_id, "val/mae")}
+    best = torch.load(checkpoint(run_id, "best.pt"), weights_only=True)
+    assert best["best"]["mode"] == "min"
+    assert best["best"]["value"] == pytest.approx(min(mae.values()))
+    assert best["epoch"] == min(mae, key=mae.get)
+
+
+def test_resume_ends_where_a_straight_run_ends():
+    common = {"val_images": False, "max_epochs": 4}
+    straight = train(toy_config(trainer=common, optim={"constant_epochs": 2}))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C at the start of the third epoch
+        train(toy_config(trainer=common, optim={"constant_epochs": 2}, model={"interrupt_at_epoch": 2}))
+    runs = client().search_runs([client().get_experiment_by_name("toy").experiment_id], order_by=["start_time ASC"])
+    interrupted = runs[1].info.run_id
+    assert runs[1].info.status == "KILLED"
+    assert torch.load(checkpoint(interrupted), weights_only=True)["epoch"] == 2
+    resumed = train(
+        toy_config(trainer={**common, "resume": str(checkpoint(interrupted))}, optim={"constant_epochs": 2})
+    )
+    assert resumed == interrupted  # the same MLflow run continues
+    assert client().get_run(resumed).info.status == "FINISHED"
+    a = torch.load(checkpoint(straight), weights_only=True)
+    b = torch.load(checkpoint(resumed), weights_only=True)
+    assert a["epoch"] == b["epoch"] == 4 and a["global_step"] == b["global_step"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["metrics"] == b["metrics"]  # same seed, same numbers
+    steps = sorted(m.step for m in client().get_metric_history(resumed, "train/l1"))
+    assert steps == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_with_step_and_marks_run_failed():
+    with pytest.raises(TrainingError, match=r"non-finite loss g=nan at step 4 \(epoch 2\)"):
+        train(toy_config(model={"nan_at_step": 4}, trainer={"val_images": False}))
+    (run,) = client().search_runs([client().get_experiment_by_name("toy").experiment_id])
+    assert run.info.status == "FAILED"
+    assert not checkpoint(run.info.run_id).parent.exists() or not any(
+        torch.load(p, weights_only=True)["epoch"] > 1 for p in checkpoint(run.info.run_id).parent.glob("*.pt")
+    )
+
+
+def test_gradient_clipping_bounds_the_step_norm():
+    import toy
+
+    cfg = toy_config(optim={"grad_clip": 1e-3}, tracking={"enabled": False})
+    model, data = toy.ToyModel(), toy.ToyData()
+    trainer = Trainer(cfg, model, data)
+    trainer._prepare_model()
+    x = torch.randn(2, 1, 8, 8, 8)
+    loss = (model.G(x) - 5).abs().mean() * 100
+    model.optimizer_step("G", loss)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.G.parameters()]))
+    assert norm <= 1e-3 * (1 + 1e-4)
+
+
+def test_load_task_from_checkpoint_and_run_id():
+    run_id = train(toy_config(trainer={"max_epochs": 1, "val_images": False}))
+    model, data, config, ckpt = load_task(checkpoint(run_id), device="cpu")
+    assert not model.training and config.task == "toy" and ckpt["run_id"] == run_id
+    model2, *_ = load_task(run_id, device="cpu")  # downloads checkpoints/best.pt from the store
+    x = torch.randn(1, 1, 16, 16, 16)
+    assert torch.equal(model.infer(x), model2.infer(x))
+    with pytest.raises(InputError, match="no such checkpoint"):
+        load_task("missing.pt")
+    with pytest.raises(InputError, match="MLflow store"):
+        load_task("0" * 32)
+
+
+def test_tracking_disabled_still_checkpoints(tmp_path):
+    run_id = train(toy_config(trainer={"max_epochs": 1, "val_images": False}, tracking={"enabled": False}))
+    assert checkpoint(run_id).is_file()
+    assert not (tmp_path / "mlflow.db").exists()
+    assert math.isfinite(torch.load(checkpoint(run_id), weights_only=True)["best"]["value"])
