@@ -1,0 +1,403 @@
+"""Anomaly scoring of whole volumes with a trained AnoGAN / f-AnoGAN model.
+
+A volume in model space is covered with overlapping patches (the model's patch size, stride =
+``(1 - overlap) * patch``) wherever a patch touches the body/brain mask. Each patch is mapped to
+the latent space, either
+
+* ``mode="encoder"`` — f-AnoGAN's izi_f encoder: ``z = E(x)``, one forward pass; or
+* ``mode="search"`` — AnoGAN's latent search: ``z`` optimised for Γ steps on
+  ``L(z) = (1 − λ)·|x − G(z)|₁ + λ·|f(x) − f(G(z))|₁`` (``f`` = the discriminator's last
+  convolutional features),
+
+and reconstructed as ``G(z)``. The voxel anomaly map is the residual ``|x − G(z)|`` (AnoGAN's
+anomaly image), optionally blended with the discriminator-feature residual upsampled to the
+patch (``feature_weight``); overlapping patches are averaged.
+
+**Scan score** (what the threshold applies to): the map is smoothed with a Gaussian
+(``smooth_sigma`` voxels, so that single noisy voxels do not count), then the mean of its
+``top_percent`` % highest values inside the mask is taken. A lesion occupies a small fraction of
+the brain: a mean over the whole mask dilutes it in the reconstruction noise of normal tissue,
+while the top voxels rise with it; the smoothing keeps that statistic stable across normal scans.
+
+**Threshold**: :func:`calibrate_threshold` takes the given percentile (95 or 99) of the scores of
+held-out *normal* scans; a scan whose score is above it is flagged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODES = ("encoder", "search")
+
+
+# --- tiling --------------------------------------------------------------------------------
+def _starts(size: int, roi: int, stride: int) -> list[int]:
+    """Window starts covering [0, size) with windows of `roi` (size >= roi), last one flush."""
+    if size <= roi:
+        return [0]
+    starts = list(range(0, size - roi + 1, stride))
+    if starts[-1] != size - roi:
+        starts.append(size - roi)
+    return starts
+
+
+def patch_grid(
+    shape: Sequence[int],
+    roi: Sequence[int],
+    overlap: float = 0.5,
+    mask: torch.Tensor | None = None,
+) -> list[tuple[slice, ...]]:
+    """Overlapping windows of size `roi` covering `shape`; with `mask`, only those touching it."""
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    strides = [max(1, int(round(r * (1.0 - overlap)))) for r in roi]
+    per_axis = [_starts(s, r, st) for s, r, st in zip(shape, roi, strides)]
+    windows = []
+    for starts in itertools.product(*per_axis):
+        sl = tuple(slice(a, a + r) for a, r in zip(starts, roi))
+        if mask is not None and not bool(mask[sl].any()):
+            continue
+        windows.append(sl)
+    return windows
+
+
+def _pad_to(x: torch.Tensor, roi: Sequence[int], value: float) -> tuple[torch.Tensor, list[int]]:
+    """Pad the spatial dims of (C, *sp) at the end so that each is at least the roi."""
+    sp = x.shape[1:]
+    extra = [max(0, r - s) for s, r in zip(sp, roi)]
+    if not any(extra):
+        return x, extra
+    pad: list[int] = []
+    for e in reversed(extra):
+        pad += [0, e]
+    return F.pad(x, pad, value=value), extra
+
+
+# --- latent mapping ------------------------------------------------------------------------
+@torch.no_grad()
+def encode_patches(model, patches: torch.Tensor) -> torch.Tensor:
+    """izi_f: z = E(x)."""
+    return model.encoder(patches)
+
+
+def latent_search(
+    model,
+    patches: torch.Tensor,
+    steps: int | None = None,
+    lam: float | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[float]]:
+    """AnoGAN's iterative mapping (Schlegl et al. 2017): optimise z for Γ steps with Adam.
+
+    Starts from z ~ N(0, I) (seeded), minimises the per-patch
+    ``(1 − λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))|`` (each patch has its own z, so the sum
+    over the batch gives each z its own gradient). G and D are frozen. Returns the final z and
+    the batch-mean loss at every step.
+    """
+    steps = model.search_steps if steps is None else steps
+    lam = model.lam if lam is None else lam
+    lr = model.search_lr if lr is None else lr
+    G, D = model.generator, model.discriminator
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(patches.shape[0], G.latent_dim, generator=gen).to(patches.device).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    history: list[float] = []
+    with model.frozen(G, D), torch.enable_grad():
+        with torch.no_grad():
+            fx = D(patches)[0]
+        for _ in range(steps):
+            rec = G(z)
+            frec = D(rec)[0]
+            res = (patches - rec).abs().flatten(1).mean(1)
+            fres = (fx - frec).abs().mean(1)
+            loss = ((1.0 - lam) * res + lam * fres).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(loss.item() / patches.shape[0])
+    return z.detach(), history
+
+
+@torch.no_grad()
+def reconstruct_patches(model, patches: torch.Tensor, mode: str = "encoder", seed: int = 0) -> dict[str, torch.Tensor]:
+    """Map patches (N, C, *roi) to G(z); return reconstruction, residual maps and izi_f losses."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} not one of {MODES}")
+    G, D = model.generator, model.discriminator
+    if mode == "encoder":
+        z = encode_patches(model, patches)
+    else:
+        z, _ = latent_search(model, patches, seed=seed)
+    rec = G(z)
+    fmap_x, fmap_r = D.feature_map(patches), D.feature_map(rec)
+    residual = (patches - rec).abs().mean(1, keepdim=True)
+    feat_res = (fmap_x - fmap_r).abs().mean(1, keepdim=True)
+    interp = "trilinear" if patches.dim() == 5 else "bilinear"
+    feat_map = F.interpolate(feat_res, size=patches.shape[2:], mode=interp, align_corners=False)
+    # izi_f loss per patch (f-AnoGAN's anomaly score of a patch): MSE(x, G) + κ·MSE(f(x), f(G))
+    izif = (patches - rec).pow(2).flatten(1).mean(1) + model.kappa * (fmap_x - fmap_r).pow(2).flatten(1).mean(1)
+    return {"recon": rec, "residual": residual, "feature_residual": feat_map, "izif": izif}
+
+
+# --- whole volumes ---------------------------------------------------------------------------
+def anomaly_map(
+    model,
+    x: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    mode: str = "encoder",
+    tile_everywhere: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Anomaly map of one model-space volume ``x (C, *sp)``.
+
+    Returns ``{"map": (1, *sp), "recon": (C, *sp), "izif": mean patch izi_f loss, "patches": n}``.
+    Patches touch `mask` unless ``tile_everywhere`` (validation covers the whole volume so that
+    its reconstruction PSNR is honest); voxels no patch covers get map 0 and reconstruction x.
+    """
+    roi = tuple(model.roi_size)
+    device = model.device
+    x = x.to(device=device, dtype=torch.float32)
+    spatial = tuple(x.shape[1:])
+    background = float(x.min())
+    xp, _ = _pad_to(x, roi, background)
+    m = None
+    if mask is not None:
+        m = torch.as_tensor(mask).to(device).reshape(spatial).bool()
+        m, _ = _pad_to(m[None].float(), roi, 0.0)
+        m = m[0].bool()
+    windows = patch_grid(xp.shape[1:], roi, model.overlap, None if tile_everywhere or m is None else m)
+    if not windows:  # empty mask: cover everything rather than score nothing
+        windows = patch_grid(xp.shape[1:], roi, model.overlap, None)
+    amap = torch.zeros((1,) + tuple(xp.shape[1:]), device=device)
+    recon = torch.zeros_like(xp)
+    count = torch.zeros((1,) + tuple(xp.shape[1:]), device=device)
+    izif_sum = 0.0
+    bs = max(1, int(model.score_batch_size))
+    batches = range(0, len(windows), bs)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"patches ({mode})", leave=False, unit="batch")
+    was_training = model.training
+    model.eval()
+    try:
+        for b0 in batches:
+            group = windows[b0 : b0 + bs]
+            patches = torch.stack([xp[(slice(None),) + sl] for sl in group])
+            out = reconstruct_patches(model, patches, mode, seed=b0)
+            w = model.feature_weight
+            pmap = (1.0 - w) * out["residual"] + w * out["feature_residual"] if w else out["residual"]
+            for i, sl in enumerate(group):
+                full = (slice(None),) + sl
+                amap[full] += pmap[i]
+                recon[full] += out["recon"][i]
+                count[full] += 1
+            izif_sum += float(out["izif"].sum())
+    finally:
+        model.train(was_training)
+    covered = count > 0
+    amap = torch.where(covered, amap / count.clamp_min(1), torch.zeros_like(amap))
+    recon = torch.where(covered.expand_as(recon), recon / count.clamp_min(1), xp)
+    crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
+    return {"map": amap[crop], "recon": recon[crop], "izif": izif_sum / len(windows), "patches": len(windows)}
+
+
+def smooth(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of a (1, *sp) map (sigma in voxels; 0 = none)."""
+    if sigma <= 0:
+        return volume
+    from scipy.ndimage import gaussian_filter
+
+    arr = gaussian_filter(volume.detach().cpu().numpy()[0].astype(np.float32), sigma=sigma, mode="nearest")
+    return torch.from_numpy(arr)[None].to(volume.device)
+
+
+def scan_score(amap: torch.Tensor, mask: torch.Tensor | None = None, top_percent: float = 1.0, sigma: float = 1.0) -> float:
+    """Mean of the `top_percent` % highest values of the smoothed map inside `mask`."""
+    values = smooth(amap, sigma)[0]
+    if mask is not None:
+        m = torch.as_tensor(mask).to(values.device).reshape(values.shape).bool()
+        if m.any():
+            values = values[m]
+    values = values.flatten()
+    k = max(1, int(math.ceil(values.numel() * top_percent / 100.0)))
+    return float(values.topk(k).values.mean())
+
+
+def calibrate_threshold(normal_scores: Sequence[float], percentile: float = 99.0) -> float:
+    """Threshold = the `percentile` of the scores of held-out normal scans (linear interpolation)."""
+    scores = np.asarray([s for s in normal_scores if s is not None and np.isfinite(s)], dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("no finite normal-scan scores to calibrate a threshold on")
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    return float(np.percentile(scores, percentile))
+
+
+def flag(score: float, threshold: float | None) -> bool | None:
+    """True when the score is above the threshold; None without a threshold."""
+    if threshold is None:
+        return None
+    return bool(score > threshold)
+
+
+def model_space_mask(x: torch.Tensor) -> torch.Tensor:
+    """Body/brain mask of a model-space volume ``(C, *sp)`` (medgen.transforms.foreground_mask)."""
+    from medgen.transforms import foreground_mask
+
+    return torch.as_tensor(np.asarray(foreground_mask(x[0].detach().cpu()))).bool()
+
+
+def score_tensor(model, x: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "encoder",
+                 progress: bool = False) -> tuple[float, torch.Tensor, dict[str, Any]]:
+    """Score one model-space volume ``(C, *sp)``: ``(score, map (1, *sp), details)``."""
+    if mask is None:
+        mask = model_space_mask(x)
+    out = anomaly_map(model, x, mask, mode, progress=progress)
+    score = scan_score(out["map"], mask, model.top_percent, model.smooth_sigma)
+    out["mask"] = mask
+    return score, out["map"], out
+
+
+def score_volume(model, data, volume: torch.Tensor, mode: str = "encoder", progress: bool = False):
+    """Score one raw volume (``medgen.io.read`` output).
+
+    Returns ``(score, map)``: the map is a MetaTensor in the input's geometry (write it with
+    ``medgen.io.write(path, map, reference=volume)``), in model-space residual units.
+    """
+    x, state = data.preprocess(volume)
+    score, amap, _ = score_tensor(model, x, None, mode, progress=progress)
+    return score, to_input_geometry(data, amap.cpu(), state, volume)
+
+
+def to_input_geometry(data, amap: torch.Tensor, state: Any, volume: torch.Tensor) -> torch.Tensor:
+    """Map a model-space map (1, *sp) back onto the input's voxel grid, keeping its values."""
+    # postprocess() also undoes the intensity normalisation, which an anomaly map must not get:
+    # ask for geometry only where the data module offers it.
+    post = getattr(data, "postprocess_geometry", None)
+    if post is not None:
+        return post(amap, state)
+    return data.postprocess(amap, state)
+
+
+# --- many scans: the function behind `medgen score` -------------------------------------------
+CSV_COLUMNS = ("path", "score", "flagged", "seconds", "error")
+
+
+def _volume_name(path) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    name = p.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name or "volume"
+
+
+def output_names(paths: Sequence) -> list[str]:
+    """File-name stems for the maps: the scan's name, prefixed by its folder where names repeat."""
+    from pathlib import Path
+
+    names = [_volume_name(p) for p in paths]
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    names = [f"{Path(p).resolve().parent.name}_{n}" if seen[n] > 1 else n for p, n in zip(paths, names)]
+    out, used = [], set()
+    for n in names:
+        candidate, k = n, 1
+        while candidate in used:
+            k += 1
+            candidate = f"{n}_{k}"
+        used.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def score_paths(
+    model,
+    data,
+    paths: Sequence,
+    out_csv=None,
+    maps_dir=None,
+    mode: str = "encoder",
+    threshold: float | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score each scan; one result row per path (``CSV_COLUMNS``), errors kept per scan.
+
+    A scan that cannot be read or scored gets a row whose ``error`` says why; the others are
+    still scored. With ``maps_dir``, writes ``<name>_anomaly.nii.gz`` (in the scan's own
+    geometry) and ``<name>_overlay.png`` per scan. ``threshold=None`` uses the model's calibrated
+    threshold for `mode`. The CSV is written to a temporary file and renamed at the end.
+    """
+    import csv
+    import os
+    import time
+    from pathlib import Path
+
+    from medgen import io
+    from medgen.errors import MedgenError
+
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} not one of {MODES}")
+    if threshold is None:
+        threshold = model.thresholds.get(mode)
+    names = output_names(paths)
+    if maps_dir is not None:
+        Path(maps_dir).mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    writer = handle = tmp = None
+    if out_csv is not None:
+        out_csv = Path(out_csv)
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.tmp")
+        handle = open(tmp, "w", newline="")
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+    iterator = zip(paths, names)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(list(iterator), desc=f"scoring ({mode})", unit="scan")
+    try:
+        for path, name in iterator:
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"path": str(path), "score": "", "flagged": "", "seconds": "", "error": ""}
+            try:
+                volume = io.read(path)
+                score, amap = score_volume(model, data, volume, mode)
+                flagged = flag(score, threshold)
+                row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
+                if maps_dir is not None:
+                    io.write(Path(maps_dir) / f"{name}_anomaly.nii.gz", amap, reference=volume)
+                    from medgen.viz import save_overlay
+
+                    save_overlay(Path(maps_dir) / f"{name}_overlay.png", volume, amap, threshold=threshold,
+                                 title=f"{name}: score {score:.4g}" + (" (flagged)" if flagged else ""))
+            except MedgenError as e:
+                row["error"] = str(e)
+            except Exception as e:  # noqa: BLE001 - one bad scan must not stop the others
+                row["error"] = f"{str(path)}: {type(e).__name__}: {e}"
+            row["seconds"] = f"{time.perf_counter() - t0:.3f}"
+            rows.append(row)
+            if writer is not None:
+                writer.writerow(row)
+                handle.flush()
+    except BaseException:
+        if handle is not None:
+            handle.close()
+            os.unlink(tmp)
+        raise
+    if handle is not None:
+        handle.close()
+        os.replace(tmp, out_csv)
+    return rows
