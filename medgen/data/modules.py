@@ -1,0 +1,331 @@
+"""Data modules for volume tasks: paired translation (:class:`PairedVolumes`) and single-volume
+training (:class:`Volumes`, anomaly detection on normal scans).
+
+Pipeline of one volume (deterministic, cached once per subject with MONAI's CacheDataset):
+``medgen.io.read`` (canonical RAS) -> resample to ``spacing`` (``None``: native grid) ->
+foreground mask -> intensity normalisation to [-1, 1] (:mod:`medgen.transforms.intensity`,
+per-volume params) -> padding (value -1) up to ``patch_size`` where the volume is smaller.
+Training items are random patches (:class:`medgen.transforms.patches.RandomPatches`,
+foreground-weighted); validation/test items are whole volumes in model space.
+
+``preprocess(volume)`` runs the same pipeline on one raw input (a ``medgen.io.read`` result)
+and returns ``(tensor (1, *spatial), state)``; ``postprocess(output, state)`` undoes it: crops
+the padding, maps intensities back to the input's units and resamples onto the input's grid, so
+the result has the input's shape and affine and ``medgen.io.write(path, out, reference=input)``
+overlays the input.
+
+2D data: a ``patch_size`` of length 2 makes ``spatial_dims`` 2; inputs must then be single
+slices (``read`` gives ``(X, Y, 1)``), handled as ``(1, X, Y)`` tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from monai.data import CacheDataset, Dataset as MonaiDataset, MetaTensor
+from monai.transforms import Transform
+from torch.utils.data import Dataset
+
+from medgen.data.layouts import discover_paired
+from medgen.data.module import DataModule
+from medgen.data.splits import split_subjects
+from medgen.errors import InputError
+from medgen.transforms.intensity import MODALITIES, apply_intensity, ct_params, intensity_params, invert_intensity
+from medgen.transforms.masks import foreground_mask
+from medgen.transforms.patches import RandomPatches, augmentation
+from medgen.transforms.spatial import from_model_grid, pad_amounts, pad_to, to_model_grid, unpad
+
+GEOMETRY_TOLERANCE_MM = 1e-3
+
+
+def _read(path: Path) -> MetaTensor:
+    from medgen.io import read
+
+    return read(path)
+
+
+class _Select(Dataset):
+    """Items of ``base`` restricted to ``keys`` (and plain tensors instead of MetaTensors)."""
+
+    def __init__(self, base: Dataset, keys: Sequence[str]):
+        self.base, self.keys = base, list(keys)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.base[index]
+        out = {}
+        for k in self.keys:
+            if k not in item:
+                continue
+            v = item[k]
+            out[k] = v.as_tensor() if isinstance(v, MetaTensor) else v
+        return out
+
+
+class _VolumeModule(DataModule):
+    """Shared grid/intensity handling of :class:`PairedVolumes` and :class:`Volumes`."""
+
+    image_keys: tuple[str, ...] = ()
+
+    def __init__(self, root, modality: str, spacing, patch_size, patches_per_volume: int, batch_size: int,
+                 val_fraction: float, test_fraction: float, split_seed: int, cache: bool, cache_workers: int = 1):
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        self.root = Path(root)
+        self.modality = modality
+        self.patch_size = tuple(int(p) for p in patch_size)
+        if len(self.patch_size) not in (2, 3):
+            raise ValueError(f"patch_size must have 2 or 3 entries, got {patch_size}")
+        self.spatial_dims = len(self.patch_size)
+        if spacing is not None:
+            spacing = tuple(float(s) for s in (spacing if isinstance(spacing, (list, tuple)) else [spacing] * self.spatial_dims))
+            if len(spacing) != self.spatial_dims:
+                raise ValueError(f"spacing {spacing} must have {self.spatial_dims} entries like patch_size")
+        self.spacing = spacing
+        self.patches_per_volume = int(patches_per_volume)
+        self.batch_size = int(batch_size)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.cache = bool(cache)
+        self.cache_workers = int(cache_workers)
+        self.splits: dict[str, list[dict]] | None = None
+        self._datasets: dict[str, Dataset] = {}
+
+    # --- discovery and split ---------------------------------------------------------------
+    def _discover(self) -> list[dict]:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        items = self._discover()
+        train, val, test = split_subjects([i["subject"] for i in items], self.val_fraction, self.test_fraction,
+                                          self.split_seed)
+        by_name = {i["subject"]: i for i in items}
+        self.splits = {name: [by_name[s] for s in ids] for name, ids in (("train", train), ("val", val), ("test", test))}
+
+    def _split(self, name: str) -> list[dict]:
+        if self.splits is None:
+            self.setup()
+        return self.splits[name]
+
+    def _volumes(self, name: str) -> Dataset:
+        if name not in self._datasets:
+            items = self._split(name)
+            loader = _LoadSubject(self)
+            if self.cache and items:
+                ds = CacheDataset(items, transform=loader, cache_rate=1.0, num_workers=self.cache_workers, progress=False)
+            else:
+                ds = MonaiDataset(items, transform=loader)
+            self._datasets[name] = ds
+        return self._datasets[name]
+
+    # --- one volume -----------------------------------------------------------------------
+    def _spatial(self, volume: MetaTensor, where) -> MetaTensor:
+        if volume.ndim != 3:
+            raise InputError(where, f"expected a 3D volume, got shape {tuple(volume.shape)}")
+        if self.spatial_dims == 2 and volume.shape[2] != 1:
+            raise InputError(where, f"patch_size is 2D but the volume is 3D {tuple(volume.shape)}: use a 3D patch_size")
+        return volume
+
+    def _grid(self, volume: MetaTensor, mode: str = "bilinear") -> MetaTensor:
+        return to_model_grid(volume, self.spacing, mode)
+
+    def _finish(self, tensor: torch.Tensor, pads, value: float) -> torch.Tensor:
+        """(X, Y, Z) on the model grid -> (1, *spatial) padded tensor."""
+        t = tensor.as_tensor() if isinstance(tensor, MetaTensor) else torch.as_tensor(tensor)
+        if self.spatial_dims == 2:
+            t = t[..., 0]
+        return pad_to(t[None].float(), pads, value)
+
+    def _pads(self, grid_shape) -> list[tuple[int, int]]:
+        shape = grid_shape[:2] if self.spatial_dims == 2 else grid_shape
+        return pad_amounts(shape, self.patch_size)
+
+    def _mask(self, grid: MetaTensor) -> torch.Tensor:
+        return torch.from_numpy(foreground_mask(grid.as_tensor()))
+
+    def preprocess(self, volume: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """One raw input volume (``medgen.io.read`` result) -> ``((1, *spatial) tensor, state)``."""
+        where = (getattr(volume, "meta", {}) or {}).get("filename_or_obj", "input")
+        if not isinstance(volume, MetaTensor):
+            volume = MetaTensor(torch.as_tensor(volume, dtype=torch.float32), affine=torch.eye(4, dtype=torch.float64))
+        volume = self._spatial(volume, where)
+        grid = self._grid(volume)
+        params = intensity_params(grid.as_tensor(), self.modality, self._mask(grid).numpy())
+        pads = self._pads(tuple(grid.shape))
+        tensor = self._finish(apply_intensity(grid.as_tensor(), params), pads, -1.0)
+        state = {"params": params, "output_params": self._output_params(params), "pads": pads,
+                 "model_affine": grid.affine.clone(), "reference": volume}
+        return tensor, state
+
+    def _output_params(self, params: dict) -> dict:
+        return params
+
+    def postprocess(self, output: torch.Tensor, state: dict, intensity: bool = True) -> MetaTensor:
+        """A model output ``(1, *spatial)`` (or ``(1, 1, *spatial)``) back to the input's units
+        (unless ``intensity=False``, e.g. for anomaly maps) and onto the input's grid."""
+        out = torch.as_tensor(output).detach().float().cpu()
+        while out.ndim > self.spatial_dims + 1:
+            out = out[0]
+        out = unpad(out, state["pads"])[0]
+        if intensity:
+            out = invert_intensity(out, state["output_params"])
+        if self.spatial_dims == 2:
+            out = out[..., None]
+        return from_model_grid(out, state["model_affine"], state["reference"])
+
+
+class _LoadSubject(Transform):
+    """Read, check, resample, normalise and pad one subject's volumes (the cached part)."""
+
+    def __init__(self, module: _VolumeModule):
+        self.module = module
+
+    def __call__(self, item: dict) -> dict:
+        return self.module._load(item)
+
+
+class PairedVolumes(_VolumeModule):
+    """Paired volumes ``root/<subject>/{source_key,target_key}`` (e.g. low-dose -> full-dose PET).
+
+    Train items ``{"source", "target"}`` (``(1, *patch)``); val/test items are whole volumes
+    ``{"source", "target", "subject", "mask"}`` (``mask``: body foreground of the source, bool).
+
+    Intensities: ``modality`` sets the scheme (:mod:`medgen.transforms.intensity`). With
+    ``share_scaling`` (default: True for PET) the target is scaled with the *source's* params,
+    which are known at inference, so outputs map back exactly to the source's units. Otherwise
+    the target gets its own params under ``target_modality`` (default ``modality``) -- e.g.
+    MR T1 -> T2 (each volume its own percentile window) or MR -> CT (``target_modality="ct"``);
+    outputs then map back with the CT window (exact HU) or, for MR targets, with the source's
+    window (MR units are arbitrary).
+
+    A subject whose source and target differ in shape or geometry (affine beyond 1e-3 mm) is an
+    ``InputError`` naming the subject.
+    """
+
+    def __init__(self, root, source_key: str = "low_dose", target_key: str = "full_dose", modality: str = "pet",
+                 spacing=None, patch_size=(32, 32, 32), patches_per_volume: int = 8, batch_size: int = 4,
+                 val_fraction: float = 0.2, test_fraction: float = 0.0, split_seed: int = 0, cache: bool = True,
+                 target_modality: str | None = None, share_scaling: bool | None = None, cache_workers: int = 1):
+        super().__init__(root, modality, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
+                         test_fraction, split_seed, cache, cache_workers)
+        self.source_key, self.target_key = source_key, target_key
+        self.target_modality = target_modality or modality
+        if self.target_modality not in MODALITIES:
+            raise ValueError(f"target_modality must be one of {MODALITIES}, got {self.target_modality!r}")
+        if share_scaling is None:
+            share_scaling = modality == "pet" and self.target_modality == "pet"
+        self.share_scaling = bool(share_scaling)
+
+    def _discover(self) -> list[dict]:
+        return discover_paired(self.root, [self.source_key, self.target_key])
+
+    def _output_params(self, params: dict) -> dict:
+        if self.share_scaling:
+            return params
+        if self.target_modality == "ct":
+            return ct_params()
+        return params
+
+    def _load(self, item: dict) -> dict:
+        subject_dir = self.root / item["subject"]
+        src = self._spatial(_read(item[self.source_key]), item[self.source_key])
+        tgt = self._spatial(_read(item[self.target_key]), item[self.target_key])
+        if tuple(src.shape) != tuple(tgt.shape):
+            raise InputError(subject_dir, f"subject '{item['subject']}': '{self.source_key}' shape {tuple(src.shape)} "
+                                          f"differs from '{self.target_key}' shape {tuple(tgt.shape)}")
+        diff = float((src.affine - tgt.affine).abs().max())
+        if diff > GEOMETRY_TOLERANCE_MM:
+            raise InputError(subject_dir, f"subject '{item['subject']}': '{self.source_key}' and '{self.target_key}' "
+                                          f"have different geometry (affines differ by {diff:.3g} mm); resample them onto one grid")
+        src, tgt = self._grid(src), self._grid(tgt)
+        fg = self._mask(src)
+        src_params = intensity_params(src.as_tensor(), self.modality, fg.numpy())
+        if self.share_scaling:
+            tgt_params = src_params
+        else:
+            tgt_fg = fg.numpy() if self.target_modality == self.modality else None
+            tgt_params = intensity_params(tgt.as_tensor(), self.target_modality, tgt_fg)
+        pads = self._pads(tuple(src.shape))
+        return {
+            "source": self._finish(apply_intensity(src.as_tensor(), src_params), pads, -1.0),
+            "target": self._finish(apply_intensity(tgt.as_tensor(), tgt_params), pads, -1.0),
+            "fg": self._finish(fg.float(), pads, 0.0),
+            "mask": self._finish(fg.float(), pads, 0.0) > 0.5,
+            "subject": item["subject"],
+        }
+
+    def train_dataset(self) -> Dataset:
+        return RandomPatches(self._volumes("train"), ["source", "target"], self.patch_size, self.patches_per_volume)
+
+    def val_dataset(self) -> Dataset:
+        return _Select(self._volumes("val"), ["source", "target", "subject", "mask"])
+
+    def test_dataset(self) -> Dataset:
+        return _Select(self._volumes("test"), ["source", "target", "subject", "mask"])
+
+
+class Volumes(_VolumeModule):
+    """Single volumes ``root/<subject>/<key>`` (anomaly detection: train on normal scans).
+
+    Train items ``{"image"}`` patches (optionally augmented: flips, small affine, intensity);
+    val/test items ``{"image", "subject", "mask"}`` whole volumes, where ``mask`` is
+    ``root/<subject>/<mask_key>`` when ``mask_key`` is given (e.g. ``"brain_mask"``) else the body
+    foreground; with ``label_key`` (e.g. ``"lesion"``) also ``"label"`` (bool) for evaluation.
+    """
+
+    def __init__(self, root, key: str = "t1", modality: str = "mr", spacing=None, patch_size=(32, 32, 32),
+                 patches_per_volume: int = 8, batch_size: int = 8, val_fraction: float = 0.2, split_seed: int = 0,
+                 cache: bool = True, augment: bool = False, test_fraction: float = 0.0, mask_key: str | None = None,
+                 label_key: str | None = None, cache_workers: int = 1):
+        super().__init__(root, modality, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
+                         test_fraction, split_seed, cache, cache_workers)
+        self.key = key
+        self.augment = bool(augment)
+        self.mask_key, self.label_key = mask_key, label_key
+
+    def _discover(self) -> list[dict]:
+        extra = [k for k in (self.mask_key, self.label_key) if k]
+        return discover_paired(self.root, [self.key] + extra)
+
+    def _load_mask(self, item: dict, key: str, image: MetaTensor) -> torch.Tensor:
+        vol = self._spatial(_read(item[key]), item[key])
+        if tuple(vol.shape) != tuple(image.shape) or float((vol.affine - image.affine).abs().max()) > GEOMETRY_TOLERANCE_MM:
+            raise InputError(self.root / item["subject"], f"subject '{item['subject']}': '{key}' does not share the grid of '{self.key}'")
+        return self._grid(vol, mode="nearest").as_tensor() > 0.5
+
+    def _load(self, item: dict) -> dict:
+        raw = self._spatial(_read(item[self.key]), item[self.key])
+        image = self._grid(raw)
+        fg = self._mask(image)
+        params = intensity_params(image.as_tensor(), self.modality, fg.numpy())
+        pads = self._pads(tuple(image.shape))
+        mask = self._load_mask(item, self.mask_key, raw) if self.mask_key else fg
+        out = {
+            "image": self._finish(apply_intensity(image.as_tensor(), params), pads, -1.0),
+            "fg": self._finish(fg.float(), pads, 0.0),
+            "mask": self._finish(mask.float(), pads, 0.0) > 0.5,
+            "subject": item["subject"],
+        }
+        if self.label_key:
+            out["label"] = self._finish(self._load_mask(item, self.label_key, raw).float(), pads, 0.0) > 0.5
+        return out
+
+    def train_dataset(self) -> Dataset:
+        transform = augmentation(["image"], self.spatial_dims) if self.augment else None
+        return RandomPatches(self._volumes("train"), ["image"], self.patch_size, self.patches_per_volume,
+                             transform=transform)
+
+    def _eval_keys(self) -> list[str]:
+        return ["image", "subject", "mask"] + (["label"] if self.label_key else [])
+
+    def val_dataset(self) -> Dataset:
+        return _Select(self._volumes("val"), self._eval_keys())
+
+    def test_dataset(self) -> Dataset:
+        return _Select(self._volumes("test"), self._eval_keys())
+

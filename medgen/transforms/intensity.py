@@ -1,0 +1,134 @@
+"""Per-modality intensity normalisation to the model range [-1, 1], and back.
+
+Every scheme is a linear map of an input window ``[low, high]`` onto ``[-1, 1]`` followed by
+clipping to ``[-1, 1]`` (documented per scheme); the inverse is the linear map back, so outputs
+return to the input's units (HU, kBq/ml, scanner units). The window is stored in a small params
+dict (``{"modality", "low", "high", "clip"}``) kept with each volume so outputs can be mapped back.
+
+* ``ct``: fixed window ``[-1000, 2000]`` HU (:data:`CT_WINDOW`): air to dense bone. Values below
+  -1000 (scanner padding -1024/-2048) become -1000 on the way back; metal above 2000 HU is clipped.
+* ``pet``: ``[0, headroom * p_99.5]`` where the 99.5th percentile is taken inside the body mask of
+  the *source* (e.g. low-dose) volume, so the same factor is available at inference, and the
+  ``headroom`` (2) leaves room for a full-dose image's and hot lesions' higher peaks. The target
+  of a pair is scaled with the source's params, so the network sees both in the same units.
+  Negative reconstructed activity is clipped to 0.
+* ``mr``: ``[p_0.5, p_99.5]`` inside the foreground mask (per volume; MR units are arbitrary).
+  Background darker than the 0.5th percentile maps to -1; the brightest 0.5 % are clipped.
+* ``none``: identity (the volume must already be in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from medgen.transforms.masks import foreground_mask
+
+CT_WINDOW = (-1000.0, 2000.0)
+PET_PERCENTILE = 99.5
+PET_HEADROOM = 2.0
+MR_PERCENTILES = (0.5, 99.5)
+MODALITIES = ("ct", "pet", "mr", "none")
+
+
+def _as_numpy(volume) -> np.ndarray:
+    if isinstance(volume, torch.Tensor):
+        return volume.detach().cpu().numpy()
+    return np.asarray(volume)
+
+
+def _values_in(volume, mask) -> np.ndarray:
+    arr = _as_numpy(volume).astype(np.float64)
+    if mask is None:
+        mask = foreground_mask(arr)
+    values = arr[_as_numpy(mask).astype(bool)] if mask is not None else arr.ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:  # empty foreground: fall back to the whole volume
+        values = arr[np.isfinite(arr)]
+    return values
+
+
+def ct_params(window=CT_WINDOW) -> dict:
+    return {"modality": "ct", "low": float(window[0]), "high": float(window[1]), "clip": True}
+
+
+def pet_params(volume, mask=None, percentile: float = PET_PERCENTILE, headroom: float = PET_HEADROOM) -> dict:
+    values = _values_in(volume, mask)
+    ref = float(np.percentile(values, percentile)) if values.size else 0.0
+    if ref <= 0:
+        ref = float(values.max()) if values.size and values.max() > 0 else 1.0
+    return {"modality": "pet", "low": 0.0, "high": headroom * ref, "clip": True}
+
+
+def mr_params(volume, mask=None, percentiles=MR_PERCENTILES) -> dict:
+    values = _values_in(volume, mask)
+    low, high = (float(v) for v in np.percentile(values, percentiles))
+    if high <= low:
+        high = low + 1.0
+    return {"modality": "mr", "low": low, "high": high, "clip": True}
+
+
+def intensity_params(volume, modality: str, mask=None) -> dict:
+    """The normalisation params of ``volume`` for ``modality`` in :data:`MODALITIES`."""
+    if modality == "ct":
+        return ct_params()
+    if modality == "pet":
+        return pet_params(volume, mask)
+    if modality == "mr":
+        return mr_params(volume, mask)
+    if modality == "none":
+        return {"modality": "none", "low": -1.0, "high": 1.0, "clip": False}
+    raise ValueError(f"unknown modality {modality!r} (expected one of {', '.join(MODALITIES)})")
+
+
+def apply_intensity(volume, params: dict):
+    """Map ``volume`` (tensor or array) into [-1, 1] with ``params`` (same type out, float32)."""
+    scale = 2.0 / (params["high"] - params["low"])
+    out = (volume - params["low"]) * scale - 1.0
+    if params.get("clip", True):
+        out = out.clamp(-1.0, 1.0) if isinstance(out, torch.Tensor) else np.clip(out, -1.0, 1.0)
+    return out.float() if isinstance(out, torch.Tensor) else out.astype(np.float32)
+
+
+def invert_intensity(volume, params: dict):
+    """Map a model-space volume back to the units ``params`` came from."""
+    return (volume + 1.0) * (0.5 * (params["high"] - params["low"])) + params["low"]
+
+
+def normalize(volume, modality: str, params: dict | None = None, mask=None):
+    """``(normalised volume, params)``; pass ``params`` to reuse another volume's window."""
+    if params is None:
+        params = intensity_params(volume, modality, mask)
+    return apply_intensity(volume, params), params
+
+
+class NormalizeIntensityd(MapTransform):
+    """Dictionary transform: compute the window on ``ref_key`` (default: the first key) and apply
+    it to every key; the params go to ``data[params_key]`` (default ``"<ref_key>_intensity"``).
+    With ``shared=False`` each key gets its own params in ``"<key>_intensity"``."""
+
+    def __init__(self, keys: KeysCollection, modality: str, ref_key: str | None = None, shared: bool = True,
+                 params_key: str | None = None, mask_key: str | None = None, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.modality = modality
+        self.ref_key = ref_key or self.keys[0]
+        self.shared = shared
+        self.params_key = params_key or f"{self.ref_key}_intensity"
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        mask = d.get(self.mask_key) if self.mask_key else None
+        if self.shared:
+            params = intensity_params(d[self.ref_key], self.modality, mask)
+            d[self.params_key] = params
+        for key in self.key_iterator(d):
+            if not self.shared:
+                params = intensity_params(d[key], self.modality, mask if key == self.ref_key else None)
+                d[f"{key}_intensity"] = params
+            d[key] = apply_intensity(d[key], params)
+        return d

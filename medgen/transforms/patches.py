@@ -1,0 +1,89 @@
+"""Random patch sampling (and optional augmentation) over cached whole volumes.
+
+:class:`RandomPatches` is a map-style dataset of ``len(volumes) * patches_per_volume`` items;
+item ``i`` is a fresh random patch of volume ``i % n`` (so one epoch visits every volume
+``patches_per_volume`` times). Patch centres are drawn with MONAI's ``RandCropByPosNegLabeld``
+from the foreground (``pos``) or anywhere (``neg``), so patches of mostly air are rare. The random
+state is drawn from torch's generator on every call, so ``torch.manual_seed`` makes sampling
+reproducible and every DataLoader worker samples differently. Items hold plain tensors
+``(C, *patch)`` (default collation works).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from torch.utils.data import Dataset
+
+
+def augmentation(keys: Sequence[str], spatial_dims: int = 3) -> Compose:
+    """Mild augmentation: flips on every axis, a small affine (±0.1 rad, ±5 % scale) and ±5 %
+    intensity scale/shift (on the first key only). Border padding keeps the background."""
+    keys = list(keys)
+    return Compose(
+        [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(spatial_dims)]
+        + [
+            RandAffined(keys, prob=0.5, rotate_range=[0.1] * (1 if spatial_dims == 2 else 3),
+                        scale_range=[0.05] * spatial_dims, padding_mode="border", mode="bilinear"),
+            RandScaleIntensityd(keys[:1], factors=0.05, prob=0.5),
+            RandShiftIntensityd(keys[:1], offsets=0.05, prob=0.5),
+        ]
+    )
+
+
+class RandomPatches(Dataset):
+    """Random patches of ``keys`` from a dataset of whole-volume dicts ``{key: (C, *spatial)}``.
+
+    ``label_key`` names a foreground mask in the items used to weight centres (``pos``:``neg``);
+    without it centres are uniform. ``transform`` (e.g. :func:`augmentation`) runs on each patch.
+    """
+
+    def __init__(self, volumes: Dataset, keys: Sequence[str], patch_size: Sequence[int], patches_per_volume: int = 8,
+                 label_key: str | None = "fg", pos: float = 3.0, neg: float = 1.0, transform=None):
+        self.volumes = volumes
+        self.keys = list(keys)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.patches_per_volume = int(patches_per_volume)
+        self.label_key = label_key
+        crop_keys = self.keys + ([label_key] if label_key else [])
+        if label_key:
+            self.cropper = RandCropByPosNegLabeld(crop_keys, label_key=label_key, spatial_size=self.patch_size,
+                                                  pos=pos, neg=neg, num_samples=1, allow_smaller=True)
+        else:
+            from monai.transforms import RandSpatialCropd
+
+            self.cropper = RandSpatialCropd(crop_keys, roi_size=self.patch_size, random_size=False)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.volumes) * self.patches_per_volume
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.volumes[index % len(self.volumes)]
+        data = {k: item[k] for k in self.keys}
+        if self.label_key:
+            data[self.label_key] = item[self.label_key]
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self.cropper.set_random_state(seed=seed)
+        patch = self.cropper(data)
+        if isinstance(patch, list):
+            patch = patch[0]
+        if self.transform is not None:
+            if hasattr(self.transform, "set_random_state"):
+                self.transform.set_random_state(seed=seed + 1)
+            patch = self.transform({k: patch[k] for k in self.keys})
+        return {k: _plain(patch[k]) for k in self.keys}
+
+
+def _plain(x) -> torch.Tensor:
+    x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+    return x.float().contiguous()

@@ -1,0 +1,103 @@
+"""Grids: resampling to a training spacing and back onto the input's grid, padding to a patch.
+
+``spacing=None`` keeps the native voxel grid (no interpolation at all). Otherwise a volume is
+resampled onto a grid with the same orientation and centre, the requested voxel size and the
+same field of view (rounded up to whole voxels); :func:`from_model_grid` resamples a model
+output back onto the exact input grid (same shape and affine), so outputs overlay inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import SpatialResample
+
+
+def _plain(volume) -> torch.Tensor:
+    return volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
+
+
+def _affine(volume) -> torch.Tensor:
+    aff = getattr(volume, "affine", None)
+    return torch.eye(4, dtype=torch.float64) if aff is None else torch.as_tensor(aff, dtype=torch.float64)
+
+
+def model_grid(affine, shape, spacing) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``(affine, shape)`` of the resampled grid: same directions and centre, voxel size ``spacing``.
+
+    ``spacing`` may have fewer entries than the volume has axes (2D data: the remaining axes keep
+    their native spacing)."""
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    shape = np.asarray(shape)
+    old = affine[:3, :3].norm(dim=0).numpy()
+    new = old.copy()
+    new[: len(spacing)] = np.asarray(spacing, dtype=np.float64)
+    new_shape = np.maximum(1, np.ceil(shape * old / new - 1e-6)).astype(int)
+    new_shape[len(spacing):] = shape[len(spacing):]
+    direction = affine[:3, :3] / torch.as_tensor(old)
+    centre = affine[:3, :3] @ torch.as_tensor((shape - 1) / 2.0) + affine[:3, 3]
+    out = torch.eye(4, dtype=torch.float64)
+    out[:3, :3] = direction * torch.as_tensor(new)
+    out[:3, 3] = centre - out[:3, :3] @ torch.as_tensor((new_shape - 1) / 2.0)
+    return out, tuple(int(s) for s in new_shape)
+
+
+def resample(volume: torch.Tensor, dst_affine, dst_shape, mode: str = "bilinear") -> MetaTensor:
+    """Resample a spatial volume ``(X, Y, Z)`` (MetaTensor with ``.affine``) onto a grid."""
+    src = MetaTensor(_plain(volume).float()[None], affine=_affine(volume))
+    out = SpatialResample(mode=mode, padding_mode="border", dtype=torch.float64)(
+        src, dst_affine=torch.as_tensor(dst_affine, dtype=torch.float64), spatial_size=tuple(dst_shape))
+    return MetaTensor(out.as_tensor()[0].float(), affine=torch.as_tensor(dst_affine, dtype=torch.float64))
+
+
+def to_model_grid(volume, spacing=None, mode: str = "bilinear") -> MetaTensor:
+    """The volume on the training grid (itself when ``spacing`` is None)."""
+    if spacing is None:
+        return volume if isinstance(volume, MetaTensor) else MetaTensor(_plain(volume), affine=_affine(volume))
+    dst_affine, dst_shape = model_grid(_affine(volume), volume.shape, spacing)
+    if dst_shape == tuple(volume.shape) and torch.allclose(dst_affine, _affine(volume), atol=1e-6):
+        return volume
+    return resample(volume, dst_affine, dst_shape, mode)
+
+
+def from_model_grid(output, model_affine, reference, mode: str = "bilinear") -> MetaTensor:
+    """A model-grid output ``(X', Y', Z')`` back onto ``reference``'s grid, carrying its meta."""
+    ref_affine = _affine(reference)
+    shape = tuple(reference.shape)
+    out = _plain(output).float()
+    same = tuple(out.shape) == shape and torch.allclose(torch.as_tensor(model_affine, dtype=torch.float64), ref_affine, atol=1e-6)
+    if not same:
+        out = resample(MetaTensor(out, affine=torch.as_tensor(model_affine, dtype=torch.float64)), ref_affine, shape, mode)
+        out = out.as_tensor()
+    meta = dict(getattr(reference, "meta", {}) or {})
+    meta.pop("affine", None)
+    return MetaTensor(out.float(), affine=ref_affine.clone(), meta=meta)
+
+
+def pad_amounts(shape, minimum) -> list[tuple[int, int]]:
+    """Per-axis ``(before, after)`` padding that makes ``shape`` at least ``minimum`` (centred)."""
+    pads = []
+    for s, m in zip(shape, minimum):
+        extra = max(0, int(m) - int(s))
+        pads.append((extra // 2, extra - extra // 2))
+    return pads
+
+
+def pad_to(tensor: torch.Tensor, pads, value: float = -1.0) -> torch.Tensor:
+    """Pad the trailing spatial axes of ``tensor`` (any leading axes) by ``pads``."""
+    if not any(b or a for b, a in pads):
+        return tensor
+    flat = []
+    for before, after in reversed(pads):
+        flat += [before, after]
+    return torch.nn.functional.pad(tensor, flat, value=value)
+
+
+def unpad(tensor: torch.Tensor, pads) -> torch.Tensor:
+    """Inverse of :func:`pad_to` on the trailing spatial axes."""
+    n = len(pads)
+    index = [slice(None)] * (tensor.ndim - n)
+    for (before, after), size in zip(pads, tensor.shape[-n:]):
+        index.append(slice(before, size - after))
+    return tensor[tuple(index)]
