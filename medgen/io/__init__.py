@@ -4,13 +4,13 @@
 to the canonical RAS+ voxel order, whose ``.affine`` maps voxel indices to RAS world mm and whose
 ``.meta`` holds non-identifying facts (``filename_or_obj``, ``modality``, ``spacing``, ...).
 ``write(path, volume, reference)`` writes NIfTI in the reference's original geometry.
-``describe(path)`` gives the facts ``medgen info`` prints; ``is_volume_path(path)`` tells
-whether a path is something ``read`` accepts.
+``describe(path)`` gives the facts ``medgen info`` prints, ``convert(src, dst)`` is
+``medgen convert``, and ``is_volume_path(path)`` tells whether ``read`` accepts a path.
 
 Formats: NIfTI/Analyze (nibabel), NRRD/MetaImage (SimpleITK), DICOM folders and single files
 (pydicom; series grouped by SeriesInstanceUID, multi-frame and enhanced objects).
 """
 
-from medgen.io.api import describe, is_volume_path, read, write
+from medgen.io.api import convert, describe, is_volume_path, read, write
 
-__all__ = ["read", "write", "describe", "is_volume_path"]
+__all__ = ["read", "write", "describe", "is_volume_path", "convert"]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from monai.data import MetaTensor
 
 from medgen.errors import InputError
 from medgen.io import nifti, sitk_formats
 from medgen.io.geometry import RawVolume, axcodes, from_canonical, to_canonical, voxel_sizes
+
+if TYPE_CHECKING:  # torch and MONAI load slowly; `medgen info` and `convert` never need them
+    from monai.data import MetaTensor
 
 WRITE_SUFFIXES = (".nii", ".nii.gz")
 
@@ -64,6 +67,9 @@ def read(path, series: str | None = None) -> MetaTensor:
     Raises:
         InputError: the path is missing, unreadable, corrupt or not a volume.
     """
+    import torch
+    from monai.data import MetaTensor
+
     raw = _load(path, series)
     data, affine = to_canonical(raw.data, raw.affine)
     meta = {
@@ -84,10 +90,15 @@ def read(path, series: str | None = None) -> MetaTensor:
     return MetaTensor(tensor, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
+def _is_metatensor(x) -> bool:
+    # Checked by name so that numpy-only callers never import MONAI.
+    return any(c.__name__ == "MetaTensor" for c in type(x).__mro__)
+
+
 def _as_numpy(volume) -> np.ndarray:
-    if isinstance(volume, torch.Tensor):
+    if hasattr(volume, "detach"):  # a torch tensor (MetaTensor included)
         volume = volume.detach().cpu()
-        volume = volume.as_tensor() if isinstance(volume, MetaTensor) else volume
+        volume = volume.as_tensor() if _is_metatensor(volume) else volume
         return volume.numpy()
     return np.asarray(volume)
 
@@ -122,7 +133,7 @@ def write(path, volume, reference: MetaTensor | None = None, dtype=None) -> Path
         raise InputError(path, "refusing to write a volume with no finite values (all NaN or infinite)")
 
     if reference is not None:
-        if not isinstance(reference, MetaTensor) or "original_affine" not in reference.meta:
+        if not _is_metatensor(reference) or "original_affine" not in reference.meta:
             raise TypeError("reference must be the MetaTensor returned by medgen.io.read()")
         ref_shape = tuple(reference.shape[-3:])
         if tuple(data.shape[:3]) != ref_shape:
@@ -130,11 +141,33 @@ def write(path, volume, reference: MetaTensor | None = None, dtype=None) -> Path
         original_affine = np.asarray(reference.meta["original_affine"], dtype=np.float64)
         data = from_canonical(data, original_affine)
         affine = original_affine
-    elif isinstance(volume, MetaTensor):
+    elif _is_metatensor(volume):
         affine = np.asarray(volume.affine, dtype=np.float64)
     else:
         affine = np.eye(4)
     return nifti.write_nifti(path, np.ascontiguousarray(data).astype(dtype, copy=False), affine)
+
+
+def convert(path, output, series: str | None = None) -> Path:
+    """Write a readable volume as NIfTI with its own voxel grid and affine (no reorientation,
+    no resampling): the voxel -> world mapping is the input's. Integer data keeps its on-disk
+    dtype when every value (after rescale) fits it exactly; otherwise float32."""
+    output = Path(output)
+    if not _suffix_in(output, WRITE_SUFFIXES):
+        raise InputError(output, "output must be a NIfTI file (.nii or .nii.gz)")
+    raw = _load(path, series)
+    return nifti.write_nifti(output, raw.data.astype(_storage_dtype(raw), copy=False), raw.affine)
+
+
+def _storage_dtype(raw: RawVolume) -> np.dtype:
+    dtype = np.dtype(raw.disk_dtype)
+    if not np.issubdtype(dtype, np.integer) or not np.isfinite(raw.data).all():
+        return np.dtype(np.float32)
+    info = np.iinfo(dtype)
+    lo, hi = float(raw.data.min()), float(raw.data.max())
+    if lo < info.min or hi > info.max or not np.array_equal(np.round(raw.data), raw.data):
+        return np.dtype(np.float32)
+    return dtype
 
 
 def describe(path, series: str | None = None) -> dict:

@@ -18,7 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medgen.errors import InputError
-from medgen.io.errors_util import short
+from medgen.io.errors_util import quiet_native_stderr, short
 from medgen.io.geometry import RawVolume, affine_from_lps
 
 SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -201,7 +201,8 @@ def _decode(ds: Dataset, path: Path) -> tuple[np.ndarray, bool]:
         import SimpleITK as sitk
 
         sitk.ProcessObject_SetGlobalWarningDisplay(False)
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        with quiet_native_stderr():
+            arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
         return arr, True
     except Exception:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 
 def short(exc: BaseException, limit: int = 160) -> str:
     """First meaningful line of an exception's text (ITK and zlib messages span many lines)."""
@@ -15,3 +19,26 @@ def short(exc: BaseException, limit: int = 160) -> str:
         text = lines[0] if lines else type(exc).__name__
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what C++ libraries (ITK's MetaImage reader, GDCM) print straight to file
+    descriptor 2: the CLI promises exactly one line on stderr for a bad input."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = 2
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)

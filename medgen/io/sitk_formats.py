@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medgen.errors import InputError
-from medgen.io.errors_util import short
+from medgen.io.errors_util import quiet_native_stderr, short
 from medgen.io.geometry import RawVolume, affine_from_lps
 
 SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -51,9 +51,11 @@ def read_sitk(path: Path) -> RawVolume:
     _check_data_file(path)
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK warnings would add stderr lines
     try:
-        img = sitk.ReadImage(str(path))
+        with quiet_native_stderr():
+            img = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise InputError(path, f"cannot read ({short(e)})") from None
+        kind = "NRRD" if path.suffix.lower() in (".nrrd", ".nhdr") else "MetaImage"
+        raise InputError(path, f"not a readable {kind} file, or its data is truncated ({short(e)})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(path, f"has {img.GetNumberOfComponentsPerPixel()} components per voxel (vector or colour image), expected a scalar volume")
     dim = img.GetDimension()

@@ -3,12 +3,15 @@ series selection, multi-frame files, pydicom's shipped files, and no patient ide
 
 import json
 
+import nibabel as nib
+
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
+from medgen.cli import main
 from medgen.errors import InputError
 from medgen.io import describe, is_volume_path, read
 from medgen.io.geometry import from_canonical
@@ -165,3 +168,14 @@ def test_is_volume_path(tmp_path, builders, ct_stored):
     (tmp_path / "x.txt").write_text("hello")
     assert not is_volume_path(tmp_path / "x.txt")
     assert not is_volume_path(tmp_path / "missing.nii.gz")
+
+
+def test_convert_dicom_series_float_rescale(tmp_path, builders):
+    folder = tmp_path / "ct"
+    stored = np.arange(6 * 5 * 4).reshape(6, 5, 4).astype(np.int16)
+    expected_affine = builders.dicom_series(folder, stored, slope=0.25, intercept=-1000.0)
+    out = tmp_path / "ct.nii"
+    assert main(["convert", str(folder), str(out)]) == 0
+    img = nib.load(str(out))
+    np.testing.assert_allclose(img.affine, expected_affine, atol=1e-4)
+    np.testing.assert_allclose(img.get_fdata(), stored * 0.25 - 1000.0)

@@ -1,0 +1,178 @@
+"""Bad input: exit code 2, one line on stderr naming the file and the problem, no traceback,
+no output file left behind. The CLI runs in-process via medgen.cli.main."""
+
+import gzip
+import os
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from medgen.cli import main
+
+
+def _missing(tmp_path):
+    return tmp_path / "nothing_here.nii.gz", "no such file"
+
+
+def _corrupt_nifti(tmp_path):
+    p = tmp_path / "corrupt.nii.gz"
+    p.write_bytes(gzip.compress(os.urandom(500)))
+    return p, "not a readable NIfTI"
+
+
+def _truncated_nifti(tmp_path):
+    p = tmp_path / "truncated.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((24, 24, 24)).astype(np.float32), np.eye(4)), str(p))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return p, "truncated"
+
+
+def _garbage_nrrd(tmp_path):
+    p = tmp_path / "garbage.nrrd"
+    p.write_bytes(os.urandom(300))
+    return p, "not a readable NRRD"
+
+
+def _truncated_mha(tmp_path):
+    import SimpleITK as sitk
+
+    p = tmp_path / "cut.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 20, 20), np.int16)), str(p))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return p, "truncated"
+
+
+def _nhdr_without_data(tmp_path):
+    p = tmp_path / "head.nhdr"
+    p.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nencoding: raw\nendian: little\ndata file: head.raw\n")
+    return p, "head.raw is missing"
+
+
+def _mhd_without_data(tmp_path):
+    p = tmp_path / "head.mhd"
+    p.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\nElementDataFile = head.raw\n")
+    return p, "head.raw is missing"
+
+
+def _hdr_without_img(tmp_path):
+    p = tmp_path / "analyze.hdr"
+    nib.save(nib.AnalyzeImage(np.zeros((4, 4, 4), np.int16), np.eye(4)), str(p))
+    (tmp_path / "analyze.img").unlink()
+    return p, "analyze.img is missing"
+
+
+def _random_dcm(tmp_path):
+    p = tmp_path / "random.dcm"
+    p.write_bytes(os.urandom(2000))
+    return p, "not a DICOM file"
+
+
+def _rtplan(tmp_path):
+    return get_testdata_file("rtplan.dcm", download=False), "no pixel data"
+
+
+def _truncated_dicom_pixels(tmp_path):
+    return get_testdata_file("MR_truncated.dcm", download=False), "pixel data"
+
+
+def _empty_folder(tmp_path):
+    p = tmp_path / "empty"
+    p.mkdir()
+    return p, "empty"
+
+
+def _folder_without_dicom(tmp_path):
+    p = tmp_path / "docs"
+    p.mkdir()
+    (p / "readme.txt").write_text("hello")
+    return p, "no DICOM files"
+
+
+def _nan_volume(tmp_path):
+    p = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((5, 5, 5), np.nan, np.float32), np.eye(4)), str(p))
+    return p, "no finite values"
+
+
+def _unknown_suffix(tmp_path):
+    p = tmp_path / "picture.png"
+    p.write_bytes(b"\x89PNG....")
+    return p, "unknown volume format"
+
+
+def _four_d(tmp_path):
+    p = tmp_path / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), str(p))
+    return p, "4D"
+
+
+def _duplicate_positions(tmp_path, builders, ct_stored):
+    folder = tmp_path / "echoes"
+    builders.dicom_series(folder, ct_stored[:, :, :3], series_uid="1.2.9")
+    builders.dicom_series(folder / "echo2", ct_stored[:, :, :3], series_uid="1.2.9", seed=1)
+    return folder, "share 3 slice positions"
+
+
+def _missing_slice(tmp_path, builders, ct_stored):
+    folder = tmp_path / "gap"
+    builders.dicom_series(folder, ct_stored[:, :, :6], names="ordered")
+    (folder / "slice003.dcm").unlink()
+    return folder, "irregular slice spacing"
+
+
+def _rt_plan_folder(tmp_path):
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    (folder / "plan.dcm").write_bytes(open(get_testdata_file("rtplan.dcm", download=False), "rb").read())
+    return folder, "none with image data"
+
+
+CASES = [_missing, _corrupt_nifti, _truncated_nifti, _garbage_nrrd, _truncated_mha, _nhdr_without_data, _mhd_without_data,
+         _hdr_without_img, _random_dcm, _rtplan, _truncated_dicom_pixels, _empty_folder, _folder_without_dicom,
+         _nan_volume, _unknown_suffix, _four_d, _rt_plan_folder]
+DICOM_CASES = [_duplicate_positions, _missing_slice]
+
+
+def _check(capsys, argv, path, problem, out=None):
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert os.path.basename(str(path)) in err and problem in err, err
+    if out is not None:
+        assert not out.exists()
+        assert not any(out.parent.iterdir()), list(out.parent.iterdir())  # no temp file either
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__.strip("_"))
+def test_bad_input_info_and_convert(case, tmp_path, capsys):
+    path, problem = case(tmp_path)
+    _check(capsys, ["info", str(path)], path, problem)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    _check(capsys, ["convert", str(path), str(out_dir / "o.nii.gz")], path, problem, out=out_dir / "o.nii.gz")
+
+
+@pytest.mark.parametrize("case", DICOM_CASES, ids=lambda c: c.__name__.strip("_"))
+def test_bad_dicom_series(case, tmp_path, capsys, builders, ct_stored):
+    path, problem = case(tmp_path, builders, ct_stored)
+    _check(capsys, ["info", "--json", str(path)], path, problem)
+
+
+def test_convert_refuses_non_nifti_output(tmp_path, capsys):
+    src = tmp_path / "a.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), str(src))
+    _check(capsys, ["convert", str(src), str(tmp_path / "o" / "a.png")], tmp_path / "a.png", "NIfTI")
+    assert not (tmp_path / "o" / "a.png").exists()
+
+
+def test_pydicom_files_still_parse(tmp_path):
+    """Guard for the cases above: the shipped files are what the tests think they are."""
+    assert "PixelData" not in pydicom.dcmread(get_testdata_file("rtplan.dcm", download=False))

@@ -1,0 +1,107 @@
+"""`medgen info` and `medgen convert` end to end (in-process and one real subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medgen.cli import main
+
+
+def _medgen_cmd():
+    exe = Path(sys.executable).with_name("medgen")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "medgen.cli"]
+
+
+def _oblique_nrrd(path):
+    a = np.deg2rad(20)
+    direction = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    values = np.random.default_rng(0).integers(-1000, 2000, size=(14, 11, 9)).astype(np.int16)
+    img = sitk.GetImageFromArray(values.transpose(2, 1, 0))
+    img.SetSpacing((0.6, 0.7, 2.5))
+    img.SetOrigin((-30.0, 40.0, -100.0))
+    img.SetDirection(direction.ravel().tolist())
+    sitk.WriteImage(img, str(path))
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.array([0.6, 0.7, 2.5])
+    lps[:3, 3] = (-30.0, 40.0, -100.0)
+    return values, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def test_info_json_reports_the_file_as_stored(tmp_path, capsys):
+    values, _ = _oblique_nrrd(tmp_path / "ct.nrrd")
+    assert main(["info", "--json", str(tmp_path / "ct.nrrd")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["shape"] == [14, 11, 9]
+    assert facts["spacing"] == pytest.approx([0.6, 0.7, 2.5])
+    assert facts["orientation"] == "LPS"
+    assert facts["dtype"] == "int16"
+    assert facts["min"] == values.min() and facts["max"] == values.max()
+    assert facts["mean"] == pytest.approx(values.mean())
+    assert facts["modality"] is None and facts["series"] == 1
+
+
+def test_info_table_is_readable(tmp_path, capsys):
+    nib.save(nib.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.diag([2.0, 2.0, 3.0, 1.0])), str(tmp_path / "a.nii"))
+    assert main(["info", str(tmp_path / "a.nii")]) == 0
+    out = capsys.readouterr().out
+    assert "2 x 3 x 4" in out and "2 x 2 x 3" in out and "RAS" in out and "0 / 23" in out and "float32" in out
+
+
+def test_convert_keeps_voxel_to_world_mapping(tmp_path, capsys):
+    values, affine = _oblique_nrrd(tmp_path / "ct.nrrd")
+    out = tmp_path / "out" / "ct.nii.gz"
+    assert main(["convert", str(tmp_path / "ct.nrrd"), str(out)]) == 0
+    img = nib.load(str(out))
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    assert np.array_equal(np.asarray(img.dataobj), values)
+    assert img.get_data_dtype() == np.int16  # integer input stays integer when exact
+    assert capsys.readouterr().out.strip() == str(out)
+
+
+def test_help_for_both_verbs(capsys):
+    for verb in ("info", "convert"):
+        with pytest.raises(SystemExit) as exit_:
+            main([verb, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: medgen " + verb in capsys.readouterr().out
+
+
+def test_subprocess_exit_code_and_single_stderr_line(tmp_path):
+    # A truncated MetaImage: ITK's C++ reader writes to fd 2 itself, which must be silenced.
+    p = tmp_path / "cut.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 20, 20), np.int16)), str(p))
+    p.write_bytes(p.read_bytes()[:4000])
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    out = tmp_path / "o.nii.gz"
+    r = subprocess.run(_medgen_cmd() + ["convert", str(p), str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cut.mha" in lines[0] and "truncated" in lines[0], r.stderr
+    assert not out.exists()
+    r = subprocess.run(_medgen_cmd() + ["info", "--json", str(tmp_path / "missing.nrrd")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "missing.nrrd" in r.stderr
+
+
+def test_shared_chest_ct_and_mni152(shared_data, capsys):
+    lung = shared_data / "chest_ct" / "lung1_image.nrrd"
+    assert main(["info", "--json", str(lung)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["shape"] == [512, 512, 48]  # the file's own voxel order
+    assert facts["spacing"] == pytest.approx([0.5703, 0.5703, 5.0], abs=1e-3)
+    assert facts["orientation"] == "LPS" and facts["min"] == -1024
+    from medgen.io import read
+
+    vol = read(lung)  # LPS -> RAS flips x and y; no permutation, so the canonical shape is the same
+    assert vol.shape == (512, 512, 48)
+    for f in sorted((shared_data / "mni152").glob("*.nii.gz")):
+        assert main(["info", "--json", str(f)]) == 0
+        facts = json.loads(capsys.readouterr().out)
+        assert facts["shape"] == [197, 233, 189] and facts["spacing"] == pytest.approx([1, 1, 1])
+        assert facts["orientation"] == "RAS"
