@@ -278,13 +278,10 @@ def score_volume(model, data, volume: torch.Tensor, mode: str = "encoder", progr
 
 
 def to_input_geometry(data, amap: torch.Tensor, state: Any, volume: torch.Tensor) -> torch.Tensor:
-    """Map a model-space map (1, *sp) back onto the input's voxel grid, keeping its values."""
-    # postprocess() also undoes the intensity normalisation, which an anomaly map must not get:
-    # ask for geometry only where the data module offers it.
-    post = getattr(data, "postprocess_geometry", None)
-    if post is not None:
-        return post(amap, state)
-    return data.postprocess(amap, state)
+    """Map a model-space map (1, *sp) back onto the input's voxel grid, keeping its values
+    (``postprocess(..., intensity=False)``: an anomaly map must not get the inverse intensity
+    normalisation)."""
+    return data.postprocess(amap, state, intensity=False)
 
 
 # --- many scans: the function behind `medgen score` -------------------------------------------

@@ -1,0 +1,199 @@
+"""AnoGAN / f-AnoGAN model and scoring on tiny patches (no engine, no files)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medgen import scoring
+from medgen.models.anogan import AnoGAN
+from medgen.models.registry import get_model_class
+
+
+def tiny(patch=(8, 8, 8), **kw) -> AnoGAN:
+    torch.manual_seed(0)
+    kw = {"latent_dim": 8, "generator_channels": (16, 8), "discriminator_channels": (8, 16), **kw}
+    return AnoGAN(patch_size=patch, **kw)
+
+
+def smooth_volume(size=24, seed=0) -> torch.Tensor:
+    """A smooth 'normal' volume (1, S, S, S) in [-0.6, 0.2] and its mask (all inside)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((1, 1, size, size, size), generator=g)
+    for _ in range(3):
+        x = torch.nn.functional.avg_pool3d(x, 5, stride=1, padding=2, count_include_pad=False)
+    x = (x - x.min()) / (x.max() - x.min())
+    return (x[0] * 0.8 - 0.6).float()
+
+
+def blob(size=24, center=(12, 12, 12), radius=3.0) -> torch.Tensor:
+    idx = torch.stack(torch.meshgrid(*[torch.arange(size)] * 3, indexing="ij")).float()
+    d = ((idx - torch.tensor(center, dtype=torch.float32).view(3, 1, 1, 1)) ** 2).sum(0).sqrt()
+    return d <= radius
+
+
+def test_registered_and_paper_defaults():
+    assert get_model_class("anogan") is AnoGAN
+    m = AnoGAN()
+    assert (m.gan, m.n_critic, m.gp_weight, m.lr, m.betas) == ("wgan-gp", 5, 10.0, 1e-4, (0.0, 0.9))
+    assert (m.search_steps, m.lam, m.kappa) == (500, 0.1, 1.0)
+    d = AnoGAN(gan="dcgan")
+    assert (d.lr, d.betas) == (2e-4, (0.5, 0.999))
+    with pytest.raises(ValueError):
+        AnoGAN(gan="vanilla")
+
+
+def test_networks_built_from_roi_size_2d_and_3d():
+    m = AnoGAN(latent_dim=8, generator_channels=(16, 8), discriminator_channels=(8, 16))
+    assert not hasattr(m, "generator")
+    m.roi_size = (16, 16)  # what build_task does with data.patch_size
+    assert m.generator(torch.randn(2, 8)).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError):
+        m.roi_size = (8, 8)
+    # WGAN-GP critic without BatchNorm; DCGAN discriminator with it
+    assert not any(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in tiny().discriminator.modules())
+    assert any(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in tiny(gan="dcgan").discriminator.modules())
+
+
+def test_phase_schedule():
+    m = tiny(encoder_fraction=0.3)
+    m.max_epochs = 10
+    phases = []
+    for e in range(10):
+        m.epoch = e
+        phases.append(m.phase)
+    assert phases == ["gan"] * 7 + ["encoder"] * 3
+    m.max_epochs = 2
+    m.epoch = 1
+    assert m.encoder_epochs == 1 and m.phase == "encoder"
+    m.max_epochs, m.epoch = 1, 0
+    assert m.phase == "gan"  # one epoch: the GAN only
+
+
+def test_wgan_gp_critic_steps_per_generator_step():
+    m = tiny(n_critic=3)
+    m.setup_optimizers()
+    x = {"image": torch.rand(2, 1, 8, 8, 8) * 2 - 1}
+    g0 = [p.detach().clone() for p in m.generator.parameters()]
+    d0 = [p.detach().clone() for p in m.discriminator.parameters()]
+    out = m.training_step(x, 0)
+    assert {"d_loss", "gp", "wasserstein"} <= set(out) and "g_loss" not in out
+    assert any(not torch.equal(a, b) for a, b in zip(d0, m.discriminator.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g0, m.generator.parameters()))  # critic only
+    m.training_step(x, 1)
+    out = m.training_step(x, 2)  # third critic step -> one generator step
+    assert math.isfinite(out["g_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(g0, m.generator.parameters()))
+
+
+def test_dcgan_updates_both_every_step():
+    m = tiny(gan="dcgan")
+    m.setup_optimizers()
+    g0 = [p.detach().clone() for p in m.generator.parameters()]
+    out = m.training_step({"image": torch.rand(2, 1, 8, 8, 8) * 2 - 1}, 0)
+    assert {"d_loss", "g_loss"} <= set(out) and "gp" not in out
+    assert any(not torch.equal(a, b) for a, b in zip(g0, m.generator.parameters()))
+
+
+def test_encoder_training_lowers_izif_loss_with_generator_frozen():
+    m = tiny()
+    m.setup_optimizers()
+    m.optimizers["E"] = torch.optim.Adam(m.encoder.parameters(), 3e-3)  # fast for the test
+    m.max_epochs, m.epoch = 2, 1
+    assert m.phase == "encoder"
+    torch.manual_seed(1)
+    with torch.no_grad():  # targets the generator can produce: G(z*) for some z*
+        m.generator.eval()
+        batch = {"image": m.generator(torch.randn(4, 8))}
+    g0 = [p.detach().clone() for p in m.generator.parameters()]
+    d0 = [p.detach().clone() for p in m.discriminator.parameters()]
+    m.train()
+    losses = [m.training_step(batch, i)["izif_loss"] for i in range(40)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert m.encoder_steps == 40
+    assert all(torch.equal(a, b) for a, b in zip(g0, m.generator.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(d0, m.discriminator.parameters()))
+    assert not m.generator.training  # BatchNorm statistics frozen too
+
+
+def test_latent_search_lowers_its_loss():
+    m = tiny()
+    m.eval()
+    with torch.no_grad():
+        target = m.generator(torch.randn(3, 8))
+    g0 = [p.detach().clone() for p in m.generator.parameters()]
+    z, history = scoring.latent_search(m, target, steps=30, lr=0.1)
+    assert len(history) == 30 and z.shape == (3, 8)
+    assert history[-1] < 0.7 * history[0]
+    assert all(torch.equal(a, b) for a, b in zip(g0, m.generator.parameters()))  # G untouched
+    assert all(p.requires_grad for p in m.generator.parameters())  # and unfrozen afterwards
+
+
+def test_patch_grid_covers_volume_and_follows_mask():
+    windows = scoring.patch_grid((20, 16, 9), (8, 8, 8), overlap=0.5)
+    cover = torch.zeros(20, 16, 9)
+    for sl in windows:
+        cover[sl] += 1
+    assert cover.min() >= 1 and all(s.stop <= n for sl in windows for s, n in zip(sl, (20, 16, 9)))
+    mask = torch.zeros(20, 16, 9, dtype=torch.bool)
+    mask[:4, :4, :4] = True
+    masked = scoring.patch_grid((20, 16, 9), (8, 8, 8), 0.5, mask)
+    assert 0 < len(masked) < len(windows) and all(mask[sl].any() for sl in masked)
+
+
+def test_map_is_high_inside_an_inserted_lesion():
+    """Residual map: a bright blob the model never saw stands out; the scan score rises."""
+    m = tiny()
+    normal = smooth_volume()
+    lesion = blob(radius=3.0)
+    abnormal = normal.clone()
+    abnormal[0][lesion] = 0.95
+    mask = torch.ones(24, 24, 24, dtype=torch.bool)
+    s_norm, map_norm, _ = scoring.score_tensor(m, normal, mask)
+    s_ab, map_ab, details = scoring.score_tensor(m, abnormal, mask)
+    assert map_ab.shape == (1, 24, 24, 24) and details["patches"] == 5**3  # 8³ patches, stride 4
+    inside, outside = map_ab[0][lesion].mean(), map_ab[0][~lesion].mean()
+    assert inside > 2.0 * outside
+    assert s_ab > s_norm
+    # search mode gives a map of the same shape, also high in the lesion
+    m.search_steps = 5
+    _, map_s, _ = scoring.score_tensor(m, abnormal, mask, mode="search")
+    assert map_s.shape == map_ab.shape and map_s[0][lesion].mean() > map_s[0][~lesion].mean()
+
+
+def test_volume_smaller_than_patch_is_padded():
+    m = tiny(patch=(16, 16, 16))
+    out = scoring.anomaly_map(m, torch.zeros(1, 10, 20, 6), None, tile_everywhere=True)
+    assert out["map"].shape == (1, 10, 20, 6) and out["recon"].shape == (1, 10, 20, 6)
+
+
+def test_scan_score_is_top_percent_mean():
+    amap = torch.zeros(1, 10, 10, 10)
+    amap[0, 0, 0, :5] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    mask = torch.ones(10, 10, 10, dtype=torch.bool)
+    # 0.5 % of 1000 voxels = 5 voxels: mean of 5,4,3,2,1
+    assert scoring.scan_score(amap, mask, top_percent=0.5, sigma=0) == pytest.approx(3.0)
+    mask[0, 0, 0] = False  # outside the mask does not count
+    assert scoring.scan_score(amap, mask, top_percent=0.2, sigma=0) == pytest.approx(3.5)
+
+
+def test_threshold_calibration_and_checkpoint_state():
+    scores = list(np.linspace(0.0, 1.0, 101))
+    assert scoring.calibrate_threshold(scores, 95) == pytest.approx(0.95)
+    assert scoring.calibrate_threshold(scores + [float("nan")], 99) == pytest.approx(0.99)
+    with pytest.raises(ValueError):
+        scoring.calibrate_threshold([], 99)
+    assert scoring.flag(0.96, 0.95) is True and scoring.flag(0.5, 0.95) is False
+    assert scoring.flag(0.5, None) is None
+
+    m = tiny(calibration_percentile=50.0)
+    m.val_scores = {"a": 1.0, "b": 2.0, "c": 3.0}  # held-out normal subjects seen in validation
+    state = m.extra_state()
+    assert state["thresholds"]["encoder"] == pytest.approx(2.0)
+    other = tiny()
+    other.load_extra_state(state)
+    assert other.threshold == pytest.approx(2.0)
+    other.calibrate([10.0, 20.0], percentile=100)  # explicit calibration wins over validation
+    assert other.extra_state()["thresholds"]["encoder"] == pytest.approx(20.0)
+    assert other.thresholds.get("search") is None
