@@ -80,6 +80,9 @@ class ToyData(DataModule):
         return Dataset(self.items[self.n_train :])
 
     def test_dataset(self):
+        return Dataset(self.items[self.n_train :])
+
+    def all_dataset(self):
         return Dataset(self.items)
 
     def preprocess(self, volume):

@@ -1,0 +1,36 @@
+"""`medgen evaluate TASK --run RUN_OR_CKPT --data DIR [--json]`: metrics on every subject of DIR."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "Metrics of a trained run on a folder laid out like its training data."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="the task the run trained")
+    parser.add_argument("--run", required=True, metavar="RUN_OR_CKPT", help="MLflow run id or checkpoint file")
+    parser.add_argument("--data", required=True, metavar="DIR", help="folder in the task's layout")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--fid-slices", type=int, default=None, help="2.5D FID slices per axis (default: the run's; 0 = off)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def run(args) -> int:
+    from medgen.engine import load_task
+    from medgen.errors import ConfigError
+    from medgen.inference import evaluate_folder
+
+    model, _, config, ckpt = load_task(args.run, device=args.device)
+    if config.task != args.task:
+        raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
+    result = evaluate_folder(model, config, args.data, fid_slices=args.fid_slices, progress=not args.json)
+    result = {"task": config.task, "run": str(args.run), "run_id": ckpt.get("run_id"), "epoch": ckpt.get("epoch"),
+              "data": str(args.data), **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{config.task}: {result['n_volumes']} volumes in {args.data}")
+        for name, value in sorted(result["metrics"].items()):
+            print(f"  {name:<20} {value:.6g}")
+    return 0

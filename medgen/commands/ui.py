@@ -1,0 +1,42 @@
+"""`medgen ui [--port 5000]`: the MLflow UI on 127.0.0.1 over this folder's store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HELP = "MLflow UI on 127.0.0.1 over the project's store (sqlite:///mlflow.db + ./mlartifacts)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--uri", default=None, help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+
+
+def command(port: int = 5000, uri: str | None = None) -> list[str]:
+    """The `mlflow ui` command line (local only: 127.0.0.1)."""
+    from medgen.tracking import default_artifact_root, resolve_tracking_uri
+
+    return [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", resolve_tracking_uri(uri),
+        "--default-artifact-root", default_artifact_root(),
+        "--host", "127.0.0.1", "--port", str(port),
+    ]
+
+
+def run(args) -> int:
+    import os
+
+    # no phone-home; no background job runners (a personal UI needs none)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = command(args.port, args.uri)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[cmd.index('--backend-store-uri') + 1]}); Ctrl-C stops it",
+          file=sys.stderr)
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 0

@@ -1,0 +1,134 @@
+"""Apply a trained model to files, and evaluate it on a folder.
+
+* :func:`infer_path` — one volume (file or DICOM folder) -> the model's output in the input's
+  units and geometry: ``medgen.io.read -> data.preprocess -> model.infer -> data.postprocess``;
+* :func:`infer_to_folder` — the same for a file, a DICOM folder or a folder of volumes, writing
+  ``OUT/<name>.nii.gz`` over the input's original on-disk geometry (``medgen infer``);
+* :func:`evaluate_folder` — the validation metrics on every subject of a folder laid out like
+  the training data (``medgen evaluate``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medgen.errors import InputError
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def output_name(path: str | Path) -> str:
+    """``scan.nii.gz`` / ``scan.mha`` / DICOM folder ``scan/`` -> ``scan.nii.gz``."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return f"{name}.nii.gz"
+
+
+def list_inputs(path: str | Path) -> list[Path]:
+    """A volume file or DICOM folder as one input; any other folder: the volumes inside it."""
+    from medgen.io import is_volume_path
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if is_volume_path(path):
+        return [path]
+    if path.is_dir():
+        inputs = sorted(p for p in path.iterdir() if not p.name.startswith(".") and is_volume_path(p))
+        if inputs:
+            return inputs
+        raise InputError(path, "folder holds no readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
+    raise InputError(path, "not a readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
+
+
+def infer_path(model, data, path_or_volume) -> torch.Tensor:
+    """The model's output for one input volume, as a MetaTensor in the input's units and geometry.
+
+    `path_or_volume`: a path for :func:`medgen.io.read`, or a volume it returned. ``model.infer``
+    runs under ``torch.no_grad()`` (a model needing gradients inside enables them itself).
+    """
+    from medgen.io import read
+
+    volume = read(path_or_volume) if isinstance(path_or_volume, (str, Path)) else path_or_volume
+    x, state = data.preprocess(volume)
+    device = model.device
+    model.eval()
+    with torch.no_grad():
+        out = model.infer(torch.as_tensor(x)[None].to(device))
+    return data.postprocess(out[0].detach().float().cpu(), state)
+
+
+def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path, progress: bool = True) -> list[Path]:
+    """Run :func:`infer_path` on every input under `input_path`; returns the written files."""
+    from tqdm.auto import tqdm
+
+    from medgen.io import read, write
+
+    inputs = list_inputs(input_path)
+    names = [output_name(p) for p in inputs]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise InputError(input_path, f"several inputs would write {sorted(dupes)[0]}; rename them")
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "output exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, name in tqdm(list(zip(inputs, names)), desc="infer", disable=not progress or len(inputs) < 2):
+        volume = read(path)
+        result = infer_path(model, data, volume)
+        written.append(write(out_dir / name, result, reference=volume))
+    return written
+
+
+def evaluation_data(config, data_dir: str | Path):
+    """The task's data module on `data_dir` with the run's data settings, set up, and a dataset
+    of whole volumes of every subject (``all_dataset()``; a module without it gives its
+    validation and test subjects, with a warning)."""
+    from medgen.models.registry import get_model_class
+    from torch.utils.data import ConcatDataset
+
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise InputError(data_dir, "no such folder")
+    cls = get_model_class(config.task).data_module
+    data = cls(**{**config.data, "root": str(data_dir)})
+    data.setup()
+    if hasattr(data, "all_dataset"):
+        return data, data.all_dataset()
+    print(
+        f"medgen evaluate: warning: {cls.__name__} has no all_dataset(); evaluating its validation "
+        "and test subjects only",
+        file=sys.stderr,
+    )
+    return data, ConcatDataset([data.val_dataset(), data.test_dataset()])
+
+
+def evaluate_folder(model, config, data_dir: str | Path, fid_slices: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Metrics of `model` on every subject under `data_dir`: ``{"n_volumes", "metrics"
+    (means, as ``val/*`` in training, without the prefix), "subjects" ({subject: metrics})}``."""
+    from monai.data import DataLoader
+
+    from medgen.engine.validation import evaluate_volumes
+
+    _, dataset = evaluation_data(config, data_dir)
+    if len(dataset) == 0:
+        raise InputError(data_dir, "no subject to evaluate")
+    per_subject: dict[str, dict[str, float]] = {}
+    metrics = evaluate_volumes(  # full precision: reported numbers, not a training signal
+        model,
+        DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0),
+        device=model.device,
+        fid_slices=config.trainer.fid_slices if fid_slices is None else fid_slices,
+        per_volume=lambda subject, m: per_subject.__setitem__(subject, m),
+        progress=progress,
+        desc="evaluate",
+    )
+    return {"n_volumes": len(dataset), "metrics": metrics, "subjects": per_subject}

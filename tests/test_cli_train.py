@@ -1,0 +1,108 @@
+"""`medgen train | evaluate | infer | ui` end to end on the toy task (tests/engine/toy.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "engine"))
+
+import toy  # noqa: E402,F401  (registers the "toy" task)
+from medgen.cli import main  # noqa: E402
+from medgen.tracking import resolve_tracking_uri  # noqa: E402
+
+
+def write_config(path: Path, **trainer) -> Path:
+    import yaml
+
+    raw = {
+        "task": "toy",
+        "trainer": {"max_epochs": 1, "fid_slices": 0, "progress": False, "device": "cpu", "val_images": False, **trainer},
+        "tracking": {"log_model": False},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def write_volume(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    data = rng.random((18, 20, 14)).astype(np.float32) * 300 + 50
+    affine = np.array([[0, -1.2, 0, 30], [0.9, 0, 0, -20], [0, 0, 2.5, 7], [0, 0, 0, 1]])  # rotated, anisotropic
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_train_evaluate_infer_resume(tmp_path, capsys):
+    cfg = write_config(tmp_path / "toy.yaml")
+    assert main(["train", "toy", "--config", str(cfg), "trainer.seed=3", "data.size=12"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    run = MlflowClient(resolve_tracking_uri()).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["trainer.seed"] == "3"
+    assert run.data.params["data.size"] == "12"
+
+    # --resume without --config continues the checkpoint's own config and the same run
+    ckpt = Path("checkpoints", run_id, "last.pt")
+    assert main(["train", "toy", "--resume", str(ckpt), "trainer.max_epochs=2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == run_id
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+
+    volume = write_volume(tmp_path / "scan.nii.gz")
+    assert main(["evaluate", "toy", "--run", run_id, "--data", str(volume), "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "toy" and result["run_id"] == run_id and result["n_volumes"] == 8
+    assert set(result["subjects"]) == {f"s{i:02d}" for i in range(8)}
+    assert {"psnr", "ssim", "mae", "nmse", "input_psnr"} <= set(result["metrics"])
+    mean_psnr = np.mean([m["psnr"] for m in result["subjects"].values()])
+    assert result["metrics"]["psnr"] == pytest.approx(mean_psnr)
+
+    out_dir = tmp_path / "out"
+    assert main(["infer", "toy", "--run", str(ckpt), "--input", str(volume), "--output", str(out_dir)]) == 0
+    written = out_dir / "scan.nii.gz"
+    assert capsys.readouterr().out.strip() == str(written)
+    src, out = nib.load(str(volume)), nib.load(str(written))
+    assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-4)
+    values = np.asarray(out.dataobj)
+    assert np.isfinite(values).all() and values.std() > 0
+    assert 0 <= values.min() and values.max() <= 400  # back in the input's units (50..350), not model space
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["infer", "toy", "--run", "missing.pt", "--input", "nowhere.nii.gz", "--output", "o"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere.nii.gz" in err[0]
+    volume = write_volume(tmp_path / "scan.nii.gz")
+    assert main(["infer", "toy", "--run", "missing.pt", "--input", str(volume), "--output", "o"]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["train", "toy", "trainer.max_epoch=1"]) == 2
+    assert "trainer.max_epoch" in capsys.readouterr().err
+    assert not Path("o").exists()
+
+
+def test_ui_serves_the_local_store_on_localhost(monkeypatch, tmp_path):
+    from medgen.commands import ui
+
+    cmd = ui.command(port=5123)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert cmd[cmd.index("--default-artifact-root") + 1] == (tmp_path / "mlartifacts").resolve().as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert "sqlite:////elsewhere/x.db" in ui.command()
+
+    started = {}
+
+    class FakePopen:
+        def __init__(self, cmd, env):
+            started.update(cmd=cmd, env=env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(ui.subprocess, "Popen", FakePopen)
+    assert main(["ui", "--port", "5124"]) == 0
+    assert started["cmd"][2:4] == ["mlflow", "ui"] and "5124" in started["cmd"]
+    assert started["env"]["MLFLOW_DISABLE_TELEMETRY"] == "true"
