@@ -61,8 +61,9 @@ def read(path, series: str | None = None) -> MetaTensor:
     Returns:
         float32 ``MetaTensor`` of shape (X, Y, Z) whose ``.affine`` maps voxel indices to RAS
         world mm. ``.meta`` holds ``filename_or_obj``, ``spacing``, ``original_affine`` (the
-        on-disk affine, RAS), ``original_shape``, ``original_dtype``, ``modality``,
-        ``source_format`` (and ``series_description`` for DICOM) -- never patient identifiers.
+        on-disk affine, RAS), ``original_shape``, ``original_dtype``, ``modality`` (the DICOM
+        Modality, "" when the format does not say), ``source_format`` (and
+        ``series_description`` for DICOM) -- never patient identifiers.
 
     Raises:
         InputError: the path is missing, unreadable, corrupt or not a volume.
@@ -81,7 +82,8 @@ def read(path, series: str | None = None) -> MetaTensor:
         "spatial_shape": tuple(int(s) for s in data.shape),
         "original_channel_dim": math.nan,  # MONAI's marker for "no channel axis"
         "space": "RAS",
-        "modality": raw.modality,
+        # "" rather than None when the format does not say: MONAI's batch collation rejects None.
+        "modality": raw.modality or "",
         "source_format": raw.source_format,
     }
     if raw.series_description:

@@ -98,3 +98,15 @@ def test_write_is_atomic_and_refuses_bad_volumes(tmp_path, builders):
     with pytest.raises(InputError, match="does not match"):
         write(tmp_path / "bad.nii.gz", np.zeros((4, 4, 4), dtype=np.float32), reference=ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nii.gz"]  # no temp or partial files
+
+
+def test_read_volumes_collate_into_a_monai_batch(tmp_path, builders):
+    """Meta values must be collatable (MONAI's DataLoader rejects None in meta)."""
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import EnsureChannelFirst
+
+    builders.nifti(tmp_path / "a.nii.gz", np.zeros((6, 5, 4), np.float32), np.eye(4))
+    vols = [read(tmp_path / "a.nii.gz") for _ in range(2)]
+    batch = next(iter(DataLoader(Dataset(vols, transform=EnsureChannelFirst()), batch_size=2)))
+    assert batch.shape == (2, 1, 6, 5, 4)
+    assert batch.meta["modality"] == ["", ""]
