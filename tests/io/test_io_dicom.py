@@ -179,3 +179,12 @@ def test_convert_dicom_series_float_rescale(tmp_path, builders):
     img = nib.load(str(out))
     np.testing.assert_allclose(img.affine, expected_affine, atol=1e-4)
     np.testing.assert_allclose(img.get_fdata(), stored * 0.25 - 1000.0)
+
+
+def test_pydicom_enhanced_segmentation_uses_functional_groups():
+    """liver_1frame.dcm: an enhanced (SEG) object whose geometry lives only in the shared and
+    per-frame functional groups."""
+    vol = read(_testdata("liver_1frame.dcm"))
+    assert vol.shape == (512, 512, 1) and vol.meta["modality"] == "SEG"
+    assert vol.meta["spacing"] == pytest.approx((0.810547, 0.810547, 1.0))
+    np.testing.assert_allclose(vol.meta["original_affine"].numpy()[:3, 3], [235.2, 226.8, -128.69], atol=1e-4)
