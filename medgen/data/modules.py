@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from medgen.data.layouts import discover_paired
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
-from medgen.errors import InputError
+from medgen.errors import InputError, MedgenError
 from medgen.transforms.intensity import MODALITIES, apply_intensity, ct_params, intensity_params, invert_intensity
 from medgen.transforms.masks import foreground_mask
 from medgen.transforms.patches import RandomPatches, augmentation
@@ -44,6 +44,37 @@ def _read(path: Path) -> MetaTensor:
     from medgen.io import read
 
     return read(path)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The MedgenError that MONAI wrapped in a RuntimeError (``apply_transform``), if any."""
+    while exc is not None:
+        if isinstance(exc, MedgenError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _Unwrapped(Dataset):
+    """A MONAI dataset whose user errors (InputError) surface as themselves, not RuntimeError."""
+
+    def __init__(self, build):
+        try:
+            self.base = build()
+        except RuntimeError as e:
+            raise (_user_error(e) or e) from None
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index):
+        try:
+            return self.base[index]
+        except RuntimeError as e:
+            err = _user_error(e)
+            if err is None:
+                raise
+            raise err from None
 
 
 class _Select(Dataset):
@@ -117,9 +148,10 @@ class _VolumeModule(DataModule):
             items = self._split(name)
             loader = _LoadSubject(self)
             if self.cache and items:
-                ds = CacheDataset(items, transform=loader, cache_rate=1.0, num_workers=self.cache_workers, progress=False)
+                ds = _Unwrapped(lambda: CacheDataset(items, transform=loader, cache_rate=1.0,
+                                                     num_workers=self.cache_workers, progress=False))
             else:
-                ds = MonaiDataset(items, transform=loader)
+                ds = _Unwrapped(lambda: MonaiDataset(items, transform=loader))
             self._datasets[name] = ds
         return self._datasets[name]
 
@@ -248,8 +280,7 @@ class PairedVolumes(_VolumeModule):
         if self.share_scaling:
             tgt_params = src_params
         else:
-            tgt_fg = fg.numpy() if self.target_modality == self.modality else None
-            tgt_params = intensity_params(tgt.as_tensor(), self.target_modality, tgt_fg)
+            tgt_params = intensity_params(tgt.as_tensor(), self.target_modality)  # its own foreground
         pads = self._pads(tuple(src.shape))
         return {
             "source": self._finish(apply_intensity(src.as_tensor(), src_params), pads, -1.0),

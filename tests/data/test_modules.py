@@ -1,0 +1,139 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from torch.utils.data import DataLoader
+
+from medgen.data.modules import PairedVolumes, Volumes
+from medgen.data.phantoms import write_phantoms
+from medgen.errors import InputError
+from medgen.io import read, write
+from medgen.transforms.intensity import apply_intensity, intensity_params
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantoms") / "demo"
+    write_phantoms(out, subjects=3, size=24, seed=0, n_samples=10, n_genes=20)
+    return out
+
+
+def test_paired_items_and_pet_shared_scaling(demo):
+    data = PairedVolumes(demo / "paired", patch_size=(16, 16, 16), patches_per_volume=2, batch_size=2, val_fraction=0.34)
+    data.setup()
+    assert data.spatial_dims == 3 and data.patch_size == (16, 16, 16)
+    assert len(data.splits["train"]) == 2 and len(data.splits["val"]) == 1
+    train = data.train_dataset()
+    assert len(train) == 4
+    batch = next(iter(DataLoader(train, batch_size=2)))
+    assert batch["source"].shape == batch["target"].shape == (2, 1, 16, 16, 16)
+    assert batch["source"].min() >= -1 and batch["source"].max() <= 1
+    item = data.val_dataset()[0]
+    assert item["source"].shape == item["target"].shape == item["mask"].shape == (1, 24, 24, 24)
+    assert item["subject"] == data.splits["val"][0]["subject"] and item["mask"].dtype == torch.bool
+    # the target is scaled with the source's (low-dose) params: known at inference
+    subj = demo / "paired" / item["subject"]
+    low, full = read(subj / "low_dose.nii.gz"), read(subj / "full_dose.nii.gz")
+    _, state = data.preprocess(low)
+    expected = apply_intensity(full, state["params"])
+    torch.testing.assert_close(item["target"][0], expected.as_tensor(), atol=1e-5, rtol=0)
+
+
+def test_paired_mr_targets_get_their_own_window(demo):
+    data = PairedVolumes(demo / "paired", source_key="t1", target_key="t2", modality="mr", patch_size=(16, 16, 16))
+    item = data.val_dataset()[0]
+    t2 = read(demo / "paired" / item["subject"] / "t2.nii.gz")
+    own = apply_intensity(t2, intensity_params(t2, "mr"))
+    assert float((item["target"][0] - own.as_tensor()).abs().max()) < 0.05
+
+
+def test_preprocess_postprocess_roundtrip_native(demo):
+    data = PairedVolumes(demo / "paired", patch_size=(32, 32, 32))  # 24^3 input is padded to 32^3
+    low = read(demo / "paired" / "sub-001" / "low_dose.nii.gz")
+    x, state = data.preprocess(low)
+    assert x.shape == (1, 32, 32, 32) and float(x[0, 0, 0, 0]) == -1.0
+    out = data.postprocess(x, state)
+    assert out.shape == low.shape and torch.equal(out.affine, low.affine)
+    high = state["params"]["high"]
+    inside = low < high  # clipped above the window: documented
+    assert float((out - low)[inside].abs().max()) < 1e-4 * high
+
+
+def _oblique_volume(tmp_path, shape=(20, 18, 9), spacing=(0.8, 1.1, 2.5)) -> MetaTensor:
+    """An anisotropic, oblique (20 deg), axis-flipped NIfTI, read back through medgen.io."""
+    import nibabel as nib
+
+    angle = math.radians(20)
+    rot = np.array([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(spacing) @ np.diag([-1.0, 1.0, 1.0])
+    affine[:3, 3] = [7.0, 12.0, 30.0]
+    i, j, k = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    vol = 0.4 * np.sin(i / 6) + 0.3 * np.cos(j / 5) + 0.1 * k / shape[2]  # in [-1, 1]
+    nib.save(nib.Nifti1Image(vol.astype(np.float32), affine), str(tmp_path / "oblique.nii.gz"))
+    return read(tmp_path / "oblique.nii.gz")
+
+
+def _save(path, array, affine):
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.float32), affine), str(path))
+
+
+def test_paired_geometry_mismatch_names_subject(tmp_path):
+    rng = np.random.default_rng(0)
+    for s in ("a", "b"):
+        _save(tmp_path / s / "low_dose.nii.gz", rng.random((8, 8, 8)), np.eye(4))
+        shifted = np.eye(4)
+        if s == "b":
+            shifted[0, 3] = 1.0
+        _save(tmp_path / s / "full_dose.nii.gz", rng.random((8, 8, 8)), shifted)
+    data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0, cache=False)
+    with pytest.raises(InputError) as e:
+        for item in data._volumes("train"):
+            pass
+    assert "'b'" in str(e.value) and "geometry" in str(e.value)
+    _save(tmp_path / "b" / "full_dose.nii.gz", rng.random((8, 8, 9)), np.eye(4))
+    with pytest.raises(InputError, match="shape"):
+        PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0).train_dataset()
+
+
+def test_two_dimensional_data(tmp_path):
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.7, 0.7, 3.0, 1.0])
+    for s in ("a", "b", "c"):
+        img = np.zeros((20, 24, 1))
+        img[4:16, 5:20] = 50 + 10 * rng.random((12, 15, 1))
+        _save(tmp_path / s / "low_dose.nii.gz", img, affine)
+        _save(tmp_path / s / "full_dose.nii.gz", img * 1.1, affine)
+    data = PairedVolumes(tmp_path, patch_size=(16, 16), spacing=(1.0, 1.0), batch_size=2)
+    assert data.spatial_dims == 2
+    assert data.train_dataset()[0]["source"].shape == (1, 16, 16)
+    vol = read(tmp_path / "a" / "low_dose.nii.gz")
+    x, state = data.preprocess(vol)
+    assert x.shape == (1, 16, 17)  # 14 x 16.8 mm at 1 mm, padded to 16 on the first axis
+    out = data.postprocess(x, state)
+    assert out.shape == (20, 24, 1) and torch.allclose(out.affine, vol.affine)
+
+
+def test_volumes_masks_labels_and_augmentation(demo):
+    data = Volumes(demo / "lesions", key="flair", mask_key="brain_mask", label_key="lesion", augment=True,
+                   patch_size=(16, 16, 16), patches_per_volume=3, val_fraction=0.34)
+    torch.manual_seed(0)
+    patches = data.train_dataset()
+    assert len(patches) == 6
+    p = patches[0]["image"]
+    assert p.shape == (1, 16, 16, 16) and p.min() >= -1.05 and p.max() <= 1.05
+    item = data.val_dataset()[0]
+    assert set(item) == {"image", "subject", "mask", "label"}
+    brain = read(demo / "lesions" / item["subject"] / "brain_mask.nii.gz") > 0.5
+    assert torch.equal(item["mask"][0], brain.as_tensor())
+    assert item["label"].sum() > 0 and (item["label"] & ~item["mask"]).sum() < item["label"].sum()
+    # anomaly maps come back in input geometry without intensity mapping
+    t1 = read(demo / "lesions" / item["subject"] / "flair.nii.gz")
+    x, state = data.preprocess(t1)
+    heat = data.postprocess(torch.ones_like(x) * 0.25, state, intensity=False)
+    assert heat.shape == t1.shape and torch.allclose(heat, torch.full_like(heat, 0.25))
