@@ -87,6 +87,7 @@ class AnoGAN(GenerativeModel):
         patch_size: build the networks now for this patch size (otherwise when ``roi_size`` is set).
     """
 
+    data_module = Volumes
     metric_pairs = {"": ("prediction", "target")}
     value_range = (-1.0, 1.0)
     best_metric = "val/psnr"
@@ -266,11 +267,11 @@ class AnoGAN(GenerativeModel):
 
         self._require_networks()
         x = batch["image"].to(self.device, torch.float32)
-        mask = batch.get("mask")
-        mask = None if mask is None else torch.as_tensor(mask)[0].reshape(x.shape[2:]).bool()
+        # The score uses the mask `medgen score` computes for a new scan (the foreground of the
+        # model-space volume), not a brain mask only training data has: calibration and scoring
+        # then measure the same thing.
+        mask = scoring.model_space_mask(x[0])
         out = scoring.anomaly_map(self, x[0], mask, "encoder", tile_everywhere=True)
-        if mask is None:
-            mask = scoring.model_space_mask(x[0])
         score = scoring.scan_score(out["map"], mask, self.top_percent, self.smooth_sigma)
         if self.encoder_steps > 0:
             subject = batch.get("subject", ["?"])
