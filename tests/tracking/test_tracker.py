@@ -1,0 +1,40 @@
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from medgen.tracking import MLflowTracker, git_commit, resolve_tracking_uri
+from medgen.tracking import mlflow_tracker
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5999"
+    assert resolve_tracking_uri("sqlite:///other.db") == "sqlite:///other.db"
+
+
+def test_git_commit_never_fails(tmp_path, monkeypatch):
+    commit = git_commit()
+    assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
+    monkeypatch.setattr(mlflow_tracker, "__file__", str(tmp_path / "mlflow_tracker.py"))  # outside any repo
+    assert git_commit() == "unknown"
+    monkeypatch.setenv("PATH", "")  # no git at all
+    assert git_commit() == "unknown"
+
+
+def test_local_store_layout_and_param_limit(tmp_path):
+    tracker = MLflowTracker()
+    run_id = tracker.start("exp")
+    tracker.log_params({"long": "x" * 10000, "n": 3, "none": None})
+    tracker.log_metrics({"val/psnr": 20.5}, step=1)
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    tracker.log_artifact(note, "notes")
+    tracker.end("FINISHED")
+    client = MlflowClient(resolve_tracking_uri())
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert len(run.data.params["long"]) == 6000 and run.data.params["n"] == "3" and run.data.params["none"] == "None"
+    assert (tmp_path / "mlflow.db").is_file()
+    assert list(Path(tmp_path, "mlartifacts").rglob("note.txt"))  # artifacts in ./mlartifacts
+    assert tracker.has_run(run_id) and not tracker.has_run("0" * 32)
