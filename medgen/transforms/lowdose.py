@@ -35,10 +35,15 @@ def estimate_sensitivity(volume: np.ndarray, mask: np.ndarray | None = None) -> 
         mask = foreground_mask(arr)
     mean = ndimage.uniform_filter(arr, 3, mode="nearest")
     var = ndimage.uniform_filter(arr**2, 3, mode="nearest") - mean**2
-    ok = mask & (var > 1e-12 * max(float(arr.max()), 1e-12) ** 2) & (mean > 0)
+    ok = mask & (mean > 0)
     if ok.sum() < 10:
+        raise ValueError("too few positive voxels to estimate the count level: pass counts=")
+    flat = var[ok] <= 1e-10 * max(float(arr.max()), 1e-12) ** 2
+    ratio = np.where(flat, np.inf, mean[ok] / np.where(flat, 1.0, var[ok]))
+    sens = float(np.median(ratio))  # mostly flat (noise-free) regions give an infinite median
+    if not np.isfinite(sens):
         raise ValueError("cannot estimate the count level of a noise-free volume: pass counts=")
-    return float(np.median(mean[ok] / var[ok]))
+    return sens
 
 
 def simulate_low_dose(volume, dose_fraction: float = 0.25, counts: float | None = None, seed: int = 0):

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from medgen.data.anatomy import make_anatomy
+from medgen.data.render import render_ct, render_mr, render_pet_doses
+from medgen.transforms.intensity import NormalizeIntensityd, apply_intensity, invert_intensity, normalize
+from medgen.transforms.masks import foreground_mask
+
+
+@pytest.fixture(scope="module")
+def head():
+    anatomy = make_anatomy(1, 32)
+    rng = np.random.default_rng(0)
+    return anatomy, {"mr": render_mr(anatomy, rng), "ct": render_ct(anatomy, rng),
+                     "pet": render_pet_doses(anatomy, rng)["low_dose"]}
+
+
+@pytest.mark.parametrize("modality", ["ct", "pet", "mr"])
+def test_round_trip_inside_window(head, modality):
+    anatomy, images = head
+    vol = torch.from_numpy(images[modality])
+    x, params = normalize(vol, modality)
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    back = invert_intensity(x, params)
+    inside = (vol >= params["low"]) & (vol <= params["high"])
+    assert inside[torch.from_numpy(anatomy["head"] > 0.5)].float().mean() > 0.95
+    scale = params["high"] - params["low"]
+    assert float((back - vol)[inside].abs().max()) < 1e-5 * scale
+    # outside the window values are clipped to its edges (documented)
+    assert float(back.min()) >= params["low"] - 1e-3 * scale and float(back.max()) <= params["high"] + 1e-3 * scale
+
+
+def test_window_definitions(head):
+    _, images = head
+    _, ct = normalize(images["ct"], "ct")
+    assert (ct["low"], ct["high"]) == (-1000.0, 2000.0)
+    assert apply_intensity(np.array([-1024.0, -1000.0, 500.0, 2000.0, 3000.0]), ct).tolist() == [-1, -1, 0, 1, 1]
+    _, pet = normalize(images["pet"], "pet")
+    assert pet["low"] == 0.0 and pet["high"] > images["pet"].max() * 0.8
+    _, mr = normalize(images["mr"], "mr")
+    assert 0 < mr["low"] < mr["high"] < images["mr"].max()
+
+
+def test_dictionary_transform_shares_source_params(head):
+    _, images = head
+    low = torch.from_numpy(images["pet"])
+    full = low * 1.1
+    d = NormalizeIntensityd(["source", "target"], modality="pet")({"source": low, "target": full})
+    params = d["source_intensity"]
+    torch.testing.assert_close(d["target"], apply_intensity(full, params))
+    d2 = NormalizeIntensityd(["a", "b"], modality="mr", shared=False)({"a": low, "b": full})
+    assert d2["a_intensity"]["high"] != d2["b_intensity"]["high"]
+
+
+@pytest.mark.parametrize("modality", ["mr", "ct"])
+def test_foreground_mask_covers_the_head(head, modality):
+    anatomy, images = head
+    mask = foreground_mask(images[modality])
+    truth = anatomy["head"] > 0.5
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert mask.shape == truth.shape and iou > 0.85
+
+
+def test_foreground_mask_2d_and_degenerate():
+    img = np.zeros((30, 30, 1), np.float32)
+    img[5:25, 5:25] = 10
+    img[12:18, 12:18] = 0  # a hole inside the body is filled
+    m = foreground_mask(img)
+    assert m.shape == img.shape and m[5:25, 5:25].all() and not m[:5].any()
+    assert foreground_mask(np.zeros((4, 4, 4))).all()

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medgen.data.anatomy import make_anatomy
+from medgen.data.render import pet_noise_free, render_pet
+from medgen.transforms.lowdose import estimate_sensitivity, simulate_low_dose
+from medgen.transforms.spatial import model_grid, pad_amounts, pad_to, unpad
+
+
+@pytest.fixture(scope="module")
+def pet():
+    anatomy = make_anatomy(2, 32)
+    return pet_noise_free(anatomy), anatomy["head"] > 0.5
+
+
+def test_low_dose_is_mean_preserving_and_noisier_as_dose_drops(pet):
+    clean, mask = pet
+    counts = 2e5
+    noise = []
+    for dose in (0.5, 0.25, 0.1):
+        low = simulate_low_dose(clean, dose, counts=counts, seed=1)
+        assert low.dtype == np.float32 and low.shape == clean.shape
+        assert low.sum() == pytest.approx(clean.sum(), rel=0.02)
+        noise.append((low - clean)[mask].std())
+    assert noise[0] < noise[1] < noise[2]
+    # binomial thinning adds variance x (1 - d) / (s d) to the full-dose image (noise-free here)
+    assert noise[2] / noise[0] == pytest.approx(np.sqrt((1 / 0.1 - 1) / (1 / 0.5 - 1)), rel=0.15)
+    np.testing.assert_array_equal(simulate_low_dose(clean, 0.25, counts=counts, seed=3),
+                                  simulate_low_dose(clean, 0.25, counts=counts, seed=3))
+
+
+def test_count_level_estimated_from_image_noise():
+    rng = np.random.default_rng(0)
+    sens = 4.0
+    truth = np.full((24, 24, 24), 5.0)
+    truth[6:18, 6:18, 6:18] = 20.0
+    noisy = rng.poisson(truth * sens) / sens
+    assert estimate_sensitivity(noisy, mask=np.ones_like(noisy, bool)) == pytest.approx(sens, rel=0.25)
+    # without counts the added noise matches a real scan at that dose: variance x 1/dose
+    low = simulate_low_dose(noisy, 0.25, seed=0)
+    flat = (slice(8, 16),) * 3
+    assert low[flat].var() == pytest.approx(20.0 / (sens * 0.25), rel=0.3)
+    with pytest.raises(ValueError, match="counts"):
+        simulate_low_dose(truth, 0.25)
+
+
+def test_low_dose_keeps_tensor_type_and_meta(pet):
+    anatomy = make_anatomy(3, 24)
+    full = render_pet(anatomy, np.random.default_rng(0))
+    vol = MetaTensor(torch.from_numpy(full), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])),
+                     meta={"modality": "PT"})
+    low = simulate_low_dose(vol, 0.25, seed=0)
+    assert isinstance(low, MetaTensor) and low.meta["modality"] == "PT" and torch.equal(low.affine, vol.affine)
+    assert not torch.equal(low, vol)
+
+
+def test_model_grid_keeps_centre_and_orientation():
+    affine = torch.tensor([[0.0, -2.0, 0.0, 10.0], [1.0, 0.0, 0.0, -4.0], [0.0, 0.0, 3.0, 7.0], [0, 0, 0, 1]],
+                          dtype=torch.float64)
+    shape = (10, 20, 5)
+    new_affine, new_shape = model_grid(affine, shape, (1.5, 1.5, 1.5))
+    assert new_shape == (7, 27, 10)
+    centre = lambda a, s: a[:3, :3] @ (torch.tensor(s, dtype=torch.float64) - 1) / 2 + a[:3, 3]  # noqa: E731
+    torch.testing.assert_close(centre(new_affine, new_shape), centre(affine, shape))
+    torch.testing.assert_close(new_affine[:3, :3].norm(dim=0), torch.full((3,), 1.5, dtype=torch.float64))
+    direction = affine[:3, :3] / affine[:3, :3].norm(dim=0)
+    torch.testing.assert_close(new_affine[:3, :3] / 1.5, direction)
+
+
+def test_pad_unpad_inverse():
+    x = torch.randn(1, 5, 16, 9)
+    pads = pad_amounts(x.shape[1:], (8, 8, 8))
+    assert pads == [(1, 2), (0, 0), (0, 0)]
+    y = pad_to(x, pads, value=-1)
+    assert y.shape == (1, 8, 16, 9) and float(y[0, 0].max()) == -1
+    torch.testing.assert_close(unpad(y, pads), x)
