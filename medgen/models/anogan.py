@@ -12,7 +12,9 @@
 Training schedule in the engine's single loop: the first epochs train the GAN, the last
 ``encoder_fraction`` of ``max_epochs`` (at least one epoch when ``max_epochs >= 2``) train the
 encoder with G and D frozen and in eval mode. ``model.epoch``/``model.max_epochs`` (kept by the
-engine) say which phase runs. Use ``optim.lr_policy: constant`` (the papers use constant rates;
+engine) say which phase runs. For time-budgeted runs, ``gan_minutes`` switches to the encoder at
+the first epoch that starts after that much wall time instead (then ``trainer.max_minutes`` ends
+training; keep epochs short with ``trainer.steps_per_epoch``). Use ``optim.lr_policy: constant`` (the papers use constant rates;
 a decaying schedule would starve the encoder phase).
 
 Validation reconstructs each held-out normal volume patch-wise through the encoder (``G(E(x))``,
@@ -28,6 +30,7 @@ Networks are built once the patch size is known (the engine sets ``roi_size = da
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 import torch
@@ -72,6 +75,9 @@ class AnoGAN(GenerativeModel):
             WGAN-GP 1e-4, (0.0, 0.9)).
         encoder_lr: RMSProp rate of the encoder (reference code: 5e-5).
         encoder_fraction: last fraction of the epochs that trains the encoder (G, D frozen).
+        gan_minutes: instead of ``encoder_fraction``: train the GAN for this many minutes of
+            wall time (checked at each epoch start), then the encoder until training ends
+            (``trainer.max_minutes``/``max_epochs``) -- for time-budgeted CPU runs.
         latent_bound: encoder output, ``None`` (linear, izi_f) or ``"tanh"``.
         kappa: weight of the feature term of the izi_f loss (κ = 1).
         search_steps: Γ, AnoGAN latent-search steps (500).
@@ -104,6 +110,7 @@ class AnoGAN(GenerativeModel):
         betas: Sequence[float] | None = None,
         encoder_lr: float = 5e-5,
         encoder_fraction: float = 0.3,
+        gan_minutes: float | None = None,
         latent_bound: str | None = None,
         kappa: float = 1.0,
         search_steps: int = 500,
@@ -134,6 +141,9 @@ class AnoGAN(GenerativeModel):
         self.betas = tuple(paper[1] if betas is None else betas)
         self.encoder_lr = encoder_lr
         self.encoder_fraction = encoder_fraction
+        self.gan_minutes = gan_minutes
+        self._started: float | None = None  # wall clock of the first epoch (gan_minutes)
+        self.encoder_from_epoch: int | None = None  # first encoder epoch, fixed once reached
         self.latent_bound = latent_bound
         self.kappa = kappa
         self.search_steps = search_steps
@@ -193,8 +203,20 @@ class AnoGAN(GenerativeModel):
 
     @property
     def phase(self) -> str:
-        """``"gan"`` for the first epochs, ``"encoder"`` for the last ``encoder_epochs``."""
+        """``"gan"`` for the first epochs, ``"encoder"`` for the last ``encoder_epochs``
+        (or, with ``gan_minutes``, from the first epoch that starts after that time)."""
+        if self.gan_minutes is not None:
+            return "encoder" if self.encoder_from_epoch is not None and self.epoch >= self.encoder_from_epoch else "gan"
         return "encoder" if self.epoch >= self.max_epochs - self.encoder_epochs and self.encoder_epochs else "gan"
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.gan_minutes is None or self.encoder_from_epoch is not None:
+            return
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        if (now - self._started) / 60.0 >= self.gan_minutes or 0 < epoch == self.max_epochs - 1:
+            self.encoder_from_epoch = epoch  # the last epoch trains the encoder in any case
 
     # --- contract --------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -330,6 +352,7 @@ class AnoGAN(GenerativeModel):
             "calibration_percentile": self.calibration_percentile,
             "encoder_steps": self.encoder_steps,
             "critic_steps": self._critic_steps,
+            "encoder_from_epoch": self.encoder_from_epoch,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -338,3 +361,5 @@ class AnoGAN(GenerativeModel):
         self.val_scores = {str(k): float(v) for k, v in (state.get("val_scores") or {}).items()}
         self.encoder_steps = int(state.get("encoder_steps", 0))
         self._critic_steps = int(state.get("critic_steps", 0))
+        e = state.get("encoder_from_epoch")
+        self.encoder_from_epoch = None if e is None else int(e)

@@ -71,6 +71,23 @@ def test_phase_schedule():
     assert m.phase == "gan"  # one epoch: the GAN only
 
 
+def test_phase_by_wall_time(monkeypatch):
+    import medgen.models.anogan as mod
+
+    clock = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    m = tiny(gan_minutes=1.0)
+    m.max_epochs = 50
+    phases = []
+    for e in range(5):
+        m.epoch = e
+        m.on_epoch_start(e)
+        phases.append(m.phase)
+        clock[0] += 25.0  # 25 s per epoch: the 3rd epoch starts at 50 s, the 4th at 75 s
+    assert phases == ["gan"] * 3 + ["encoder"] * 2
+    assert m.extra_state()["encoder_from_epoch"] == 3
+
+
 def test_wgan_gp_critic_steps_per_generator_step():
     m = tiny(n_critic=3)
     m.setup_optimizers()
