@@ -29,9 +29,7 @@ def test_generator_rejects_sides_not_divisible():
 
 
 def test_residual_generator_starts_from_its_input():
-    g = UNetGenerator(3, 1, 1, channels=(4, 8), residual=True)
-    torch.nn.init.zeros_(g.final.conv.weight)
-    torch.nn.init.zeros_(g.final.conv.bias)
+    g = UNetGenerator(3, 1, 1, channels=(4, 8), residual=True)  # last layer zero-initialised
     x = torch.randn(1, 1, 8, 8, 8) * 3  # not squashed by tanh
     assert torch.allclose(g(x), x)
     with pytest.raises(ValueError):
@@ -68,3 +66,17 @@ def test_discriminator_is_conditional():
     assert not torch.allclose(a, b)  # the condition changes the verdict
     with pytest.raises(ValueError, match="2 channels"):
         d(cand)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_input_skip_top_level_sees_the_input_at_full_resolution(dims):
+    g = UNetGenerator(dims, 1, 1, channels=(4, 8), residual=True, input_skip=True)
+    x = torch.randn((1, 1) + (8,) * dims)
+    assert torch.allclose(g(x), x)  # zero-initialised output layer: identity at start
+    assert g.final.conv.in_channels == 4 + 1
+    # one voxel of the input changes the output there only through the full-resolution path
+    with torch.no_grad():
+        g.final.conv.weight.zero_()
+        g.final.conv.weight[(0, 4) + (1,) * dims] = 1.0  # centre tap on the input channel
+    y = g(x)
+    assert torch.allclose(y, 2 * x, atol=1e-6)
