@@ -8,6 +8,7 @@ run), except ``mlflow.pytorch.log_model``, which needs the fluent API and is sco
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phone-home from a medical tool
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one-file downloads need no bar
 
 from torch import nn  # noqa: E402
 
@@ -147,6 +149,10 @@ class MLflowTracker(Tracker):
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        # pickle is chosen on purpose (pt2 needs a signature); its warning would only alarm users
+        pt_logger = logging.getLogger("mlflow.pytorch")
+        level = pt_logger.level
+        pt_logger.setLevel(logging.ERROR)
         try:
             with mlflow.start_run(run_id=self.run_id):
                 mlflow.pytorch.log_model(
@@ -157,6 +163,7 @@ class MLflowTracker(Tracker):
                     registered_model_name=registered_name,
                 )
         finally:
+            pt_logger.setLevel(level)
             mlflow.set_tracking_uri(previous)
 
     # --- reading back -----------------------------------------------------------------------

@@ -143,3 +143,11 @@ def test_tracking_disabled_still_checkpoints(tmp_path):
     assert checkpoint(run_id).is_file()
     assert not (tmp_path / "mlflow.db").exists()
     assert math.isfinite(torch.load(checkpoint(run_id), weights_only=True)["best"]["value"])
+
+
+def test_time_budget_and_step_cap_stop_cleanly():
+    run_id = train(toy_config(trainer={"max_epochs": 5, "max_minutes": 0.0, "steps_per_epoch": 1, "val_images": False}))
+    ckpt = torch.load(checkpoint(run_id), weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 1  # stopped after the epoch over budget
+    assert "val/psnr" in ckpt["metrics"]  # the last epoch is always validated
+    assert client().get_run(run_id).info.status == "FINISHED"
