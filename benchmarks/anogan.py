@@ -47,8 +47,11 @@ QUICK = dict(size=32, n_train=4, n_test=4, n_calib=2, gan_minutes=0.3, train_min
              search_scans=2, search_steps=10, mni_copies=3, mni_test=4, mni_gan_minutes=0.2, mni_minutes=0.4)
 
 # Network/patch sizes measured to fit many steps on one CPU thread (see the section's notes).
-MODEL = ["model.latent_dim=64", "model.generator_channels=[64,32,16]", "model.discriminator_channels=[16,32,64]",
-         "model.encoder_lr=0.0002"]
+# 16^3 patches (55 mm on the 64^3 phantoms): ~5x cheaper steps than 32^3 and a healthier WGAN-GP
+# in a CPU budget (32^3 with [64,32,16] reached scan AUROC ~0.7 in the same time).
+MODEL = ["model.latent_dim=64", "model.generator_channels=[64,32]", "model.discriminator_channels=[32,64]",
+         "model.encoder_lr=0.0005"]
+PATCH = "[16,16,16]"
 
 
 def log(msg: str) -> None:
@@ -99,13 +102,14 @@ def score_scans(model, data, paths, mode: str, labels_paths=None):
     out = []
     for i, path in enumerate(paths):
         volume = io.read(path)
+        brain = io.read(Path(path).parent / "brain_mask.nii.gz").as_tensor() > 0.5
         t0 = time.perf_counter()
-        score, amap = scoring.score_volume(model, data, volume, mode)
+        score, amap = scoring.score_volume(model, data, volume, mode, mask=brain)
         seconds = time.perf_counter() - t0
         label = None
         if labels_paths and labels_paths[i] is not None:
             label = io.read(labels_paths[i]).as_tensor() > 0.5
-        head = torch.from_numpy(foreground_mask(volume.as_tensor()))
+        head = torch.from_numpy(foreground_mask(volume.as_tensor())) | brain
         out.append({"score": score, "seconds": seconds, "map": amap.as_tensor()[0] if amap.ndim == 4 else amap.as_tensor(),
                     "head": head, "label": label, "path": str(path)})
         log(f"  {mode} {Path(path).parent.name}/{Path(path).name}: score {score:.4f} ({seconds:.2f} s)")
@@ -210,6 +214,7 @@ def mni_sets(work: Path, p: dict, seed: int = 0) -> dict | None:
 
         sub.mkdir(parents=True, exist_ok=True)
         io.write(sub / "t1.nii.gz", MetaTensor(item["t1"][0].clamp_min(0).float(), affine=affine))
+        io.write(sub / "brain_mask.nii.gz", MetaTensor((item["brain"][0] > 0.5).float(), affine=affine))
         if lesion is not None:
             io.write(sub / "lesion.nii.gz", MetaTensor(lesion.float(), affine=affine))
 
@@ -283,9 +288,10 @@ def main(argv=None) -> int:
 
     t_start = time.monotonic()
     sets = phantom_sets(work, p)
-    patch = "[16,16,16]" if args.quick else "[32,32,32]"
+    patch = PATCH
     ckpt = train(work, sets["train"] / "paired", "phantoms", p["gan_minutes"], p["train_minutes"],
-                 [f"data.patch_size={patch}", "data.patches_per_volume=8", "data.batch_size=8"])
+                 [f"data.patch_size={patch}", "data.patches_per_volume=8", "data.batch_size=8",
+                  "data.mask_key=brain_mask"])
     train_minutes = (time.monotonic() - t_start) / 60
     model, data, config, state = load_task(ckpt, device="cpu")
     extra = state.get("extra") or {}
@@ -334,7 +340,7 @@ def main(argv=None) -> int:
             t_mni = time.monotonic()
             mni_ckpt = train(work, mni["train"], "mni152", p["mni_gan_minutes"], p["mni_minutes"],
                              [f"data.patch_size={patch}", "data.patches_per_volume=16", "data.batch_size=8",
-                              "data.augment=true"])
+                              "data.augment=true", "data.mask_key=brain_mask"])
             mni_train_min = (time.monotonic() - t_mni) / 60
             m2, d2, _, st2 = load_task(mni_ckpt, device="cpu")
             tests = mni["test"]
@@ -360,8 +366,9 @@ def main(argv=None) -> int:
         f"{extra.get('critic_steps')} critic steps, {extra.get('encoder_steps')} encoder steps), patch "
         f"{patch.replace(',', 'x')}, latent 64. Test: {len(enc_n)} normal + {len(enc_l)} lesioned held-out heads; "
         f"threshold = 99th percentile of {len(calib)} held-out normals = {threshold:.4f}. "
-        f"Scan score = mean of the top {model.top_percent:g} % smoothed (sigma {model.smooth_sigma:g} voxel) residual "
-        "voxels in the head mask.",
+        f"Scan score = mean of the top {model.top_percent:g} % residual "
+        "voxels in the brain mask (data.mask_key=brain_mask; masks beside the scans at scoring). "
+        "Voxel AUPRC over the head voxels of the lesioned scans.",
         "",
         "| mode | scans | scan AUROC | voxel AUPRC | Dice @ thr | flagged lesioned / normal | s per scan |",
         "|---|---|---|---|---|---|---|",

@@ -110,10 +110,15 @@ def test_score_search_mode_all_good_exits_zero(trained, tmp_path):
     scan = root / "ph" / "lesions" / "sub-001" / "t1.nii.gz"
     out = tmp_path / "s.csv"
     rc = main(["score", "--run", str(ckpt), str(scan), "--mode", "search", "--search-steps", "3",
-               "--threshold", "-1", "--out", str(out), "--no-progress"])
+               "--threshold", "-1", "--mask", "brain_mask", "--out", str(out), "--no-progress"])
     assert rc == 0
     (row,) = _rows(out)
     assert row["error"] == "" and row["flagged"] == "true"  # any score is above -1
+    # a scan without the requested mask beside it gets an error row
+    lone = tmp_path / "lone.nii.gz"
+    lone.write_bytes(scan.read_bytes())
+    rc = main(["score", "--run", str(ckpt), str(lone), "--mask", "brain_mask", "--out", str(out), "--no-progress"])
+    assert rc == 1 and "no mask 'brain_mask'" in _rows(out)[0]["error"]
 
 
 def test_score_rejects_a_missing_run(tmp_path, capsys):

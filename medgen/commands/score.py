@@ -5,7 +5,10 @@ Scores new scans with a trained ``anogan`` model. One CSV row per scan:
 threshold calibrated on held-out normal scans (stored in the checkpoint; ``--threshold``
 overrides it). With ``--maps DIR``: ``DIR/<name>_anomaly.nii.gz`` (voxel anomaly map in the
 scan's own geometry) and ``DIR/<name>_overlay.png``. Inputs: NIfTI, NRRD, MHA/MHD, DICOM files
-or DICOM folders.
+or DICOM folders. The scan score is taken inside the scan's foreground, or inside a mask found
+beside each scan (``--mask brain_mask``; the default when the run was trained with
+``data.mask_key``, whose masks also calibrated the threshold) -- for head MR a brain mask keeps
+skull and scalp reconstruction errors out of the score.
 
 Exit codes: 0 = every scan scored; 1 = at least one scan could not be scored (its row states
 the error; the others are scored); 2 = unusable run/checkpoint or arguments.
@@ -27,6 +30,10 @@ def add_arguments(parser) -> None:
                         help="latent mapping: f-AnoGAN encoder (fast, default) or AnoGAN latent search (Γ steps)")
     parser.add_argument("--threshold", type=float, default=None, help="flag scans above this score (default: the calibrated one)")
     parser.add_argument("--search-steps", type=int, default=None, help="Γ for --mode search (default: the model's, 500)")
+    parser.add_argument("--mask", default=None, metavar="NAME",
+                        help="score inside the mask NAME found beside each scan (e.g. brain_mask -> "
+                             "<scan folder>/brain_mask.nii.gz); default: the run's data.mask_key if it was "
+                             "trained with one, else the scan's foreground; 'none' forces the foreground")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -47,8 +54,11 @@ def run(args) -> int:
     if threshold is None:
         print(f"medgen score: note: no calibrated threshold for --mode {args.mode}; 'flagged' left empty",
               file=sys.stderr)
+    mask_name = args.mask if args.mask is not None else config.data.get("mask_key")
+    if mask_name and mask_name.lower() == "none":
+        mask_name = None
     rows = score_paths(model, data, args.paths, args.out, args.maps, args.mode, threshold,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, mask_name=mask_name)
     failed = [r for r in rows if r["error"]]
     n_flagged = sum(r["flagged"] == "true" for r in rows)
     print(f"scored {len(rows) - len(failed)}/{len(rows)} scans, {n_flagged} flagged -> {args.out}")

@@ -119,7 +119,7 @@ class AnoGAN(GenerativeModel):
         overlap: float = 0.5,
         feature_weight: float = 0.0,
         top_percent: float = 1.0,
-        smooth_sigma: float = 1.0,
+        smooth_sigma: float = 0.0,
         calibration_percentile: float = 99.0,
         score_batch_size: int = 16,
         patch_size: Sequence[int] | None = None,
@@ -289,10 +289,14 @@ class AnoGAN(GenerativeModel):
 
         self._require_networks()
         x = batch["image"].to(self.device, torch.float32)
-        # The score uses the mask `medgen score` computes for a new scan (the foreground of the
-        # model-space volume), not a brain mask only training data has: calibration and scoring
-        # then measure the same thing.
-        mask = scoring.model_space_mask(x[0])
+        # The data module's mask: the foreground (what `medgen score` uses for a new scan) or,
+        # with data.mask_key (e.g. brain_mask), that mask (`medgen score` then looks for the same
+        # mask beside each scan), so calibration and scoring measure the same thing.
+        mask = batch.get("mask")
+        if mask is None:
+            mask = scoring.model_space_mask(x[0])
+        else:
+            mask = torch.as_tensor(mask)[0].reshape(x.shape[2:]).bool()
         out = scoring.anomaly_map(self, x[0], mask, "encoder", tile_everywhere=True)
         score = scoring.scan_score(out["map"], mask, self.top_percent, self.smooth_sigma)
         if self.encoder_steps > 0:
