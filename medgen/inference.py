@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +89,8 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
 
 def evaluation_data(config, data_dir: str | Path):
     """The task's data module on `data_dir` with the run's data settings, set up, and a dataset
-    of whole volumes of every subject (``all_dataset()``; a module without it gives its
-    validation and test subjects, with a warning)."""
+    of whole volumes of every subject (``all_dataset()``)."""
     from medgen.models.registry import get_model_class
-    from torch.utils.data import ConcatDataset
 
     data_dir = Path(data_dir)
     if not data_dir.exists():
@@ -101,14 +98,7 @@ def evaluation_data(config, data_dir: str | Path):
     cls = get_model_class(config.task).data_module
     data = cls(**{**config.data, "root": str(data_dir)})
     data.setup()
-    if hasattr(data, "all_dataset"):
-        return data, data.all_dataset()
-    print(
-        f"medgen evaluate: warning: {cls.__name__} has no all_dataset(); evaluating its validation "
-        "and test subjects only",
-        file=sys.stderr,
-    )
-    return data, ConcatDataset([data.val_dataset(), data.test_dataset()])
+    return data, data.all_dataset()
 
 
 def evaluate_folder(model, config, data_dir: str | Path, fid_slices: int | None = None, progress: bool = True) -> dict[str, Any]:

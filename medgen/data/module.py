@@ -7,7 +7,7 @@ defaults) and turns a user's folder into datasets. The engine builds the DataLoa
 * ``setup()`` discovers the folder layout and makes a deterministic split by subject; errors
   name the folder/subject and what is wrong (``medgen.errors.InputError``).
 * ``train_dataset()`` yields dicts of tensors ``(C, *patch)`` (patches, random per epoch).
-* ``val_dataset()`` / ``test_dataset()`` yield whole volumes in model space, one per item
+* ``val_dataset()`` / ``test_dataset()`` / ``all_dataset()`` yield whole volumes in model space, one per item
   (batched with batch size 1), with the same keys, plus ``"subject"`` (a string).
 * ``preprocess(volume)`` maps one raw input volume (``medgen.io.read`` output) of the model's
   input kind into model space, returning ``(tensor (C, *spatial), state)``;
@@ -36,6 +36,10 @@ class DataModule:
         raise NotImplementedError
 
     def test_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def all_dataset(self) -> Dataset:
+        """Whole volumes of every subject in the folder (``medgen evaluate``)."""
         raise NotImplementedError
 
     def preprocess(self, volume: torch.Tensor) -> tuple[torch.Tensor, Any]:

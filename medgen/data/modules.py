@@ -137,6 +137,7 @@ class _VolumeModule(DataModule):
                                           self.split_seed)
         by_name = {i["subject"]: i for i in items}
         self.splits = {name: [by_name[s] for s in ids] for name, ids in (("train", train), ("val", val), ("test", test))}
+        self.splits["all"] = [by_name[s] for s in sorted(by_name)]  # `medgen evaluate` on a whole folder
 
     def _split(self, name: str) -> list[dict]:
         if self.splits is None:
@@ -154,6 +155,19 @@ class _VolumeModule(DataModule):
                 ds = _Unwrapped(lambda: MonaiDataset(items, transform=loader))
             self._datasets[name] = ds
         return self._datasets[name]
+
+    def _eval_keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        return _Select(self._volumes("val"), self._eval_keys())
+
+    def test_dataset(self) -> Dataset:
+        return _Select(self._volumes("test"), self._eval_keys())
+
+    def all_dataset(self) -> Dataset:
+        """Whole volumes of every subject, whatever the split (for `medgen evaluate DIR`)."""
+        return _Select(self._volumes("all"), self._eval_keys())
 
     # --- one volume -----------------------------------------------------------------------
     def _spatial(self, volume: MetaTensor, where) -> MetaTensor:
@@ -293,11 +307,8 @@ class PairedVolumes(_VolumeModule):
     def train_dataset(self) -> Dataset:
         return RandomPatches(self._volumes("train"), ["source", "target"], self.patch_size, self.patches_per_volume)
 
-    def val_dataset(self) -> Dataset:
-        return _Select(self._volumes("val"), ["source", "target", "subject", "mask"])
-
-    def test_dataset(self) -> Dataset:
-        return _Select(self._volumes("test"), ["source", "target", "subject", "mask"])
+    def _eval_keys(self) -> list[str]:
+        return ["source", "target", "subject", "mask"]
 
 
 class Volumes(_VolumeModule):
@@ -353,10 +364,4 @@ class Volumes(_VolumeModule):
 
     def _eval_keys(self) -> list[str]:
         return ["image", "subject", "mask"] + (["label"] if self.label_key else [])
-
-    def val_dataset(self) -> Dataset:
-        return _Select(self._volumes("val"), self._eval_keys())
-
-    def test_dataset(self) -> Dataset:
-        return _Select(self._volumes("test"), self._eval_keys())
 

@@ -137,3 +137,11 @@ def test_volumes_masks_labels_and_augmentation(demo):
     x, state = data.preprocess(t1)
     heat = data.postprocess(torch.ones_like(x) * 0.25, state, intensity=False)
     assert heat.shape == t1.shape and torch.allclose(heat, torch.full_like(heat, 0.25))
+
+
+def test_all_dataset_covers_every_subject_whatever_the_split(demo):
+    data = PairedVolumes(demo / "paired", patch_size=(16, 16, 16), val_fraction=0.34)
+    data.setup()
+    subjects = [item["subject"] for item in data.all_dataset()]
+    assert sorted(subjects) == sorted(p.name for p in (demo / "paired").iterdir())
+    assert len(subjects) == 3 > len(data.splits["val"])
