@@ -259,11 +259,15 @@ def model_space_mask(x: torch.Tensor) -> torch.Tensor:
 
 def score_tensor(model, x: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "encoder",
                  progress: bool = False) -> tuple[float, torch.Tensor, dict[str, Any]]:
-    """Score one model-space volume ``(C, *sp)``: ``(score, map (1, *sp), details)``."""
+    """Score one model-space volume ``(C, *sp)``: ``(score, map (1, *sp), details)``; the map
+    is zero outside `mask` (default: the volume's foreground)."""
     if mask is None:
         mask = model_space_mask(x)
     out = anomaly_map(model, x, mask, mode, progress=progress)
     score = scan_score(out["map"], mask, model.top_percent, model.smooth_sigma)
+    # The map is reported inside the mask only: background and (with a brain mask) skull
+    # residuals are not anomalies and would hide the lesion in overlays.
+    out["map"] = out["map"] * torch.as_tensor(mask).to(out["map"].device).reshape(out["map"].shape[1:])
     out["mask"] = mask
     return score, out["map"], out
 

@@ -214,3 +214,12 @@ def test_threshold_calibration_and_checkpoint_state():
     other.calibrate([10.0, 20.0], percentile=100)  # explicit calibration wins over validation
     assert other.extra_state()["thresholds"]["encoder"] == pytest.approx(20.0)
     assert other.thresholds.get("search") is None
+
+
+def test_map_is_zero_outside_the_mask():
+    m = tiny()
+    x = smooth_volume(16)
+    mask = torch.zeros(16, 16, 16, dtype=torch.bool)
+    mask[4:12, 4:12, 4:12] = True
+    _, amap, _ = scoring.score_tensor(m, x, mask)
+    assert float(amap[0][~mask].abs().max()) == 0.0 and float(amap[0][mask].max()) > 0
