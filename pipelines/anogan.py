@@ -3,7 +3,9 @@
 
     python pipelines/anogan.py --config configs/anogan.yaml data.root=DIR trainer.max_epochs=2
 
-Prints the MLflow run id as its last line.
+Prints the MLflow run id as its last line. Score new scans with it:
+
+    medgen score --run RUN_ID scan.nii.gz dicom_folder/ --out scores.csv --maps maps/
 """
 
 from __future__ import annotations
