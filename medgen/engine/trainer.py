@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -326,8 +327,12 @@ class Trainer:
                 bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
                 lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch
                 losses = self._train_epoch(epoch, steps_per_epoch, bar)
-                for s in self.schedulers.values():
-                    s.step()
+                with warnings.catch_warnings():
+                    # A model may leave an optimiser idle for a whole epoch (e.g. f-AnoGAN's encoder
+                    # during the GAN phase); the epoch-indexed schedule is still right then.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    for s in self.schedulers.values():
+                        s.step()
                 self.dist.broadcast_module(self.model, buffers_only=True)
                 self.epoch = epoch + 1
                 metrics = {f"train/{k}": v for k, v in losses.items()}
