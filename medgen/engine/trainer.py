@@ -330,7 +330,7 @@ class Trainer:
                 with warnings.catch_warnings():
                     # A model may leave an optimiser idle for a whole epoch (e.g. f-AnoGAN's encoder
                     # during the GAN phase); the epoch-indexed schedule is still right then.
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     for s in self.schedulers.values():
                         s.step()
                 self.dist.broadcast_module(self.model, buffers_only=True)
