@@ -143,7 +143,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, "config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise InputError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
