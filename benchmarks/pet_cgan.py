@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "; trained by the engine, best.pt by val/psnr, whole-volume Gaussian sliding-window inference.",
         "",
     ]
-    text = "\n".join(header) + "\n\n".join(format_result(r) for r in results) + "\n"
+    text = "\n".join(header) + "\n" + "\n\n".join(format_result(r) for r in results) + "\n"
     print("\n" + text)
     json_path = Path(args.workdir) / "pet_cgan_results.json" if args.workdir else None
     if json_path is not None:
