@@ -49,3 +49,16 @@ def run(args) -> int:
     run_id = train(config)
     print(run_id, flush=True)
     return 0
+
+
+def pipeline_main(task: str, default_config: str, argv: list[str] | None = None) -> int:
+    """Entry point of the thin scripts in ``pipelines/``: `medgen train TASK` with the script's
+    config unless ``--config`` is given."""
+    import sys
+
+    from medgen.cli import main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv = ["--config", default_config, *argv]
+    return main(["train", task, *argv])

@@ -17,6 +17,9 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phone-home from a medical tool
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one-file downloads need no bar
+# A new sqlite store announces its schema set-up at INFO on stderr; errors must stay one line.
+for _name in ("mlflow.store.db.utils", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 from torch import nn  # noqa: E402
 
