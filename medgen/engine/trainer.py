@@ -423,7 +423,7 @@ class Trainer:
                 loader,
                 device=self.device,
                 autocast=self._autocast,
-                fid=self._fid(),
+                fids=self._fids(),
                 dist=self.dist,
                 grid_path=grid,
                 grid_title=f"{self.config.task} epoch {self.epoch}",
@@ -437,15 +437,16 @@ class Trainer:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return {f"val/{k}": v for k, v in metrics.items()}
 
-    def _fid(self):
-        """One FID accumulator for the whole run (it caches the real volumes' features)."""
-        if self.cfg.fid_slices <= 0 or "" not in self.model.metric_pairs:
-            return None
-        if getattr(self, "_fid_metric", None) is None:
+    def _fids(self) -> dict:
+        """One FID accumulator per metric pair for the whole run (each caches the real volumes'
+        features across epochs)."""
+        if self.cfg.fid_slices <= 0:
+            return {}
+        if getattr(self, "_fid_metrics", None) is None:
             from medgen.metrics import FID
 
-            self._fid_metric = FID(n_slices=self.cfg.fid_slices, device=self.device)
-        return self._fid_metric
+            self._fid_metrics = {p: FID(n_slices=self.cfg.fid_slices, device=self.device) for p in self.model.metric_pairs}
+        return self._fid_metrics
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.best_metric)

@@ -3,8 +3,8 @@
 For each volume, ``model.validation_step(batch)`` returns model-space images named in
 ``model.metric_pairs`` (and optional scalars). For each pair ``prefix: (pred, ref)`` the
 engine computes :func:`medgen.metrics.image_metrics` with ``data_range`` = the width of
-``model.value_range`` (named ``<prefix>psnr`` ...), and FID on the main pair (prefix ``""``).
-Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
+``model.value_range`` (named ``<prefix>psnr`` ...) and FID (``<prefix>fid``), so e.g. the
+low-dose input's numbers sit beside the estimate's. Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
 reduced over ranks, and FID inputs are gathered on rank 0 (FID is not a mean over volumes).
 """
 
@@ -52,7 +52,7 @@ def evaluate_volumes(
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     fid_slices: int = 0,
-    fid=None,
+    fids: dict | None = None,
     dist: DistEnv | None = None,
     grid_path: str | Path | None = None,
     grid_title: str | None = None,
@@ -62,8 +62,8 @@ def evaluate_volumes(
 ) -> dict[str, float]:
     """Mean metrics over the volumes of `loader` (batch size 1), reduced across ranks.
 
-    fid: a :class:`medgen.metrics.FID` to reuse across epochs (it caches the real volumes'
-    features); default a new one with `fid_slices` slices per axis (0 = no FID).
+    fids: {prefix: :class:`medgen.metrics.FID`} to reuse across epochs (each caches the real
+    volumes' features); default new ones with `fid_slices` slices per axis (0 = no FID).
     grid_path: write a slice grid of the first volume's images there (rank 0's first volume).
     per_volume(subject, metrics): called for every volume (e.g. per-subject JSON).
     """
@@ -74,13 +74,11 @@ def evaluate_volumes(
     dist = dist or DistEnv()
     lo, hi = model.value_range
     data_range = float(hi - lo)
-    if "" not in model.metric_pairs:
-        fid = None
-    elif fid is None and fid_slices:
-        fid = FID(n_slices=fid_slices, device=device)
-    if fid is not None:
+    if fids is None:
+        fids = {p: FID(n_slices=fid_slices, device=device) for p in model.metric_pairs} if fid_slices else {}
+    for fid in fids.values():
         fid.reset()
-    fid_inputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # other ranks' share, sent to rank 0
+    fid_inputs: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # other ranks' share, sent to rank 0
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     was_training = model.training
@@ -99,11 +97,11 @@ def evaluate_volumes(
                     pred, ref = images[pred_key], images[ref_key]
                     for name, value in image_metrics(pred, ref, data_range=data_range).items():
                         metrics[f"{prefix}{name}"] = float(value)
-                    if prefix == "" and fid is not None:
+                    if prefix in fids:
                         if dist.is_main:
-                            fid.update(pred, ref, value_range=(lo, hi))
+                            fids[prefix].update(pred, ref, value_range=(lo, hi))
                         else:
-                            fid_inputs.append((pred.cpu(), ref.cpu()))
+                            fid_inputs.append((prefix, pred.cpu(), ref.cpu()))
                 for key, value in out.items():
                     scalar = _scalar(value)
                     if scalar is not None and key not in images:
@@ -124,14 +122,15 @@ def evaluate_volumes(
                         title=grid_title,
                     )
         means = dist.reduce_means(sums, counts)
-        if fid is not None:
+        if fids:
             gathered = dist.gather_objects(fid_inputs) if dist.enabled else [fid_inputs]
             if dist.is_main:
                 for share in gathered[1:]:
-                    for pred, ref in share:
-                        fid.update(pred.to(device), ref.to(device), value_range=(lo, hi))
-                if fid.n_images > 0:
-                    means["fid"] = float(fid.compute())
+                    for prefix, pred, ref in share:
+                        fids[prefix].update(pred.to(device), ref.to(device), value_range=(lo, hi))
+                for prefix, fid in fids.items():
+                    if fid.n_images > 0:
+                        means[f"{prefix}fid"] = float(fid.compute())
             if dist.enabled:  # every rank returns the same numbers
                 means = dist.broadcast_object(means)
         return means
