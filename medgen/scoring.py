@@ -401,7 +401,7 @@ def score_paths(
         out_csv = Path(out_csv)
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.tmp")
-        handle = open(tmp, "w", newline="")
+        handle = open(tmp, "w", newline="", encoding="utf-8")
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
     iterator = zip(paths, names)
