@@ -54,8 +54,9 @@ def dice_per_class(pred_labels, target_labels, num_classes: int | None = None,
     return {c: dice(p == c, t == c) for c in range(first, num_classes)}
 
 
-def _scores_labels(scores, labels, mask=None) -> tuple[np.ndarray, np.ndarray]:
-    s = as_tensor(scores, dtype=torch.float64).reshape(-1).cpu().numpy()
+def _scores_labels(scores, labels, mask=None, dtype=torch.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (scores, bool labels) inside `mask`, shapes checked."""
+    s = as_tensor(scores, dtype=dtype).reshape(-1).cpu().numpy()
     y = as_tensor(labels, dtype=None).reshape(-1).cpu().numpy() != 0
     if s.shape != y.shape:
         raise ValueError(f"{s.size} scores but {y.size} labels")

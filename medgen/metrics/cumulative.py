@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medgen.metrics._inputs import as_tensor, batch_mean
-from medgen.metrics.classification import auprc, auroc, dice_per_sample
+from medgen.metrics._inputs import batch_mean
+from medgen.metrics.classification import _scores_labels, auprc, auroc, dice_per_sample
 from medgen.metrics.image import mae_per_sample, nmse_per_sample, psnr_per_sample, ssim_per_sample
 
 
@@ -79,13 +79,7 @@ class RankingMetrics:
         self._labels: list[np.ndarray] = []
 
     def update(self, scores, labels, mask=None) -> None:
-        s = as_tensor(scores, dtype=torch.float32).reshape(-1).cpu().numpy()
-        y = as_tensor(labels, dtype=None).reshape(-1).cpu().numpy() != 0
-        if s.shape != y.shape:
-            raise ValueError(f"{s.size} scores but {y.size} labels")
-        if mask is not None:
-            keep = as_tensor(mask, dtype=None).reshape(-1).cpu().numpy() != 0
-            s, y = s[keep], y[keep]
+        s, y = _scores_labels(scores, labels, mask, dtype=torch.float32)  # float32: voxel-level volumes
         self._scores.append(s)
         self._labels.append(y)
 
