@@ -27,7 +27,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "data": {"key": "t1", "mask_key": "brain_mask", "patch_size": [16, 16, 16], "patches_per_volume": 32},
         # A smaller DCGAN than the config's, so the GAN and then the encoder phase fit in ~1 minute.
         "model": {"latent_dim": 64, "generator_channels": [64, 32], "discriminator_channels": [32, 64]},
-        "trainer": {"max_epochs": 30, "val_every": 10, "fid_slices": 0},
+        "trainer": {"max_epochs": 12, "val_every": 6, "fid_slices": 0},
     },
 }
 
