@@ -8,6 +8,7 @@ run), except ``mlflow.pytorch.log_model``, which needs the fluent API and is sco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -61,6 +62,31 @@ def git_commit() -> str:
         return "unknown"
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and commit else "unknown"
+
+
+@contextlib.contextmanager
+def _global_uris(uri: str):
+    """Point MLflow's global tracking/registry URIs at `uri` for one fluent call, then restore
+    them exactly. mlflow.pytorch.log_model only logs through the globals, and
+    mlflow.set_tracking_uri also writes $MLFLOW_TRACKING_URI, which would otherwise leak this
+    store into every later run of the process."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {n: os.environ.get(n) for n in names}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved[0], saved[1]
+        for name, value in saved[2].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def param_value(value: Any) -> str:
@@ -149,15 +175,12 @@ class MLflowTracker(Tracker):
         import monai
         import torch
 
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
         # pickle is chosen on purpose (pt2 needs a signature); its warning would only alarm users
         pt_logger = logging.getLogger("mlflow.pytorch")
         level = pt_logger.level
         pt_logger.setLevel(logging.ERROR)
         try:
-            with mlflow.start_run(run_id=self.run_id):
+            with _global_uris(self.uri), mlflow.start_run(run_id=self.run_id):
                 mlflow.pytorch.log_model(
                     network,
                     name=name,
@@ -167,7 +190,6 @@ class MLflowTracker(Tracker):
                 )
         finally:
             pt_logger.setLevel(level)
-            mlflow.set_tracking_uri(previous)
 
     # --- reading back -----------------------------------------------------------------------
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str | Path) -> Path:

@@ -38,3 +38,19 @@ def test_local_store_layout_and_param_limit(tmp_path):
     assert (tmp_path / "mlflow.db").is_file()
     assert list(Path(tmp_path, "mlartifacts").rglob("note.txt"))  # artifacts in ./mlartifacts
     assert tracker.has_run(run_id) and not tracker.has_run("0" * 32)
+
+
+def test_logging_a_model_leaves_mlflow_global_uris_as_they_were(tmp_path, monkeypatch):
+    import os
+
+    import mlflow
+    from torch import nn
+
+    from medgen.tracking import MLflowTracker
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
+    tracker = MLflowTracker(f"sqlite:///{tmp_path / 'other.db'}")
+    tracker.start("leak-check")
+    tracker.log_model(nn.Linear(2, 1), "model")
+    tracker.end()
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
