@@ -23,12 +23,16 @@ def _corrupt_nifti(tmp_path):
     return p, "not a readable NIfTI"
 
 
-def _truncated_nifti(tmp_path):
-    p = tmp_path / "truncated.nii.gz"
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((24, 24, 24)).astype(np.float32), np.eye(4)), str(p))
+def _cut_in_half(p):
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     return p, "truncated"
+
+
+def _truncated_nifti(tmp_path):
+    p = tmp_path / "truncated.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((24, 24, 24)).astype(np.float32), np.eye(4)), str(p))
+    return _cut_in_half(p)
 
 
 def _garbage_nrrd(tmp_path):
@@ -42,9 +46,7 @@ def _truncated_mha(tmp_path):
 
     p = tmp_path / "cut.mha"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 20, 20), np.int16)), str(p))
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
-    return p, "truncated"
+    return _cut_in_half(p)
 
 
 def _nhdr_without_data(tmp_path):
