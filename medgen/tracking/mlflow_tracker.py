@@ -93,6 +93,32 @@ def param_value(value: Any) -> str:
     return str(value)[:MAX_PARAM_LENGTH]
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serialise the first touches of a local sqlite store across processes.
+
+    Two ``medgen train`` started at once in one folder would otherwise both create the schema of
+    a new ``mlflow.db`` (MLflow's migrations then fail with "table ... already exists") or the
+    same experiment twice.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; sqlite's own locking has to do
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".db.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class MLflowTracker(Tracker):
     """Logs one run to an MLflow tracking store.
 
@@ -105,7 +131,9 @@ class MLflowTracker(Tracker):
 
         self.uri = resolve_tracking_uri(uri)
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        with _store_lock(self.uri):  # a new sqlite store gets its schema here
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self.client.search_experiments(max_results=1)
         self.run_id: str | None = None
 
     # --- runs -----------------------------------------------------------------------------
@@ -121,6 +149,10 @@ class MLflowTracker(Tracker):
         return self.client.create_experiment(name, artifact_location=location)
 
     def start(self, experiment: str, run_name: str | None = None, run_id: str | None = None) -> str:
+        with _store_lock(self.uri):
+            return self._start(experiment, run_name, run_id)
+
+    def _start(self, experiment: str, run_name: str | None, run_id: str | None) -> str:
         if run_id is not None:
             self.client.get_run(run_id)  # raises if unknown in this store
             self.client.update_run(run_id, status="RUNNING")

@@ -54,3 +54,24 @@ def test_logging_a_model_leaves_mlflow_global_uris_as_they_were(tmp_path, monkey
     tracker.log_model(nn.Linear(2, 1), "model")
     tracker.end()
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
+
+
+def _start_run(uri: str, name: str) -> str:
+    tracker = MLflowTracker(uri)
+    run_id = tracker.start("race", run_name=name)
+    tracker.end()
+    return run_id
+
+
+def test_runs_started_at_once_share_a_new_store(tmp_path):
+    # Several trainings launched together in one folder all create mlflow.db's schema and the
+    # experiment: without the store lock MLflow's migrations collide ("table ... already exists").
+    import multiprocessing as mp
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mp.get_context("spawn").Pool(3) as pool:
+        run_ids = pool.starmap(_start_run, [(uri, f"r{i}") for i in range(3)])
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("race")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
