@@ -34,7 +34,7 @@ from medgen.data.splits import split_subjects
 from medgen.errors import InputError, MedgenError
 from medgen.transforms.intensity import MODALITIES, apply_intensity, ct_params, intensity_params, invert_intensity
 from medgen.transforms.masks import foreground_mask
-from medgen.transforms.patches import RandomPatches, augmentation
+from medgen.transforms.patches import RandomPatches, augmentation, flips
 from medgen.transforms.spatial import from_model_grid, pad_amounts, pad_to, to_model_grid, unpad
 
 GEOMETRY_TOLERANCE_MM = 1e-3
@@ -240,6 +240,7 @@ class PairedVolumes(_VolumeModule):
 
     Train items ``{"source", "target"}`` (``(1, *patch)``); val/test items are whole volumes
     ``{"source", "target", "subject", "mask"}`` (``mask``: body foreground of the source, bool).
+    ``augment`` flips training patches along random axes, source and target together.
 
     Intensities: ``modality`` sets the scheme (:mod:`medgen.transforms.intensity`). With
     ``share_scaling`` (default: True for PET) the target is scaled with the *source's* params,
@@ -256,10 +257,12 @@ class PairedVolumes(_VolumeModule):
     def __init__(self, root, source_key: str = "low_dose", target_key: str = "full_dose", modality: str = "pet",
                  spacing=None, patch_size=(32, 32, 32), patches_per_volume: int = 8, batch_size: int = 4,
                  val_fraction: float = 0.2, test_fraction: float = 0.0, split_seed: int = 0, cache: bool = True,
-                 target_modality: str | None = None, share_scaling: bool | None = None, cache_workers: int = 1):
+                 target_modality: str | None = None, share_scaling: bool | None = None, cache_workers: int = 1,
+                 augment: bool = False):
         super().__init__(root, modality, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
                          test_fraction, split_seed, cache, cache_workers)
         self.source_key, self.target_key = source_key, target_key
+        self.augment = bool(augment)
         self.target_modality = target_modality or modality
         if self.target_modality not in MODALITIES:
             raise ValueError(f"target_modality must be one of {MODALITIES}, got {self.target_modality!r}")
@@ -305,7 +308,11 @@ class PairedVolumes(_VolumeModule):
         }
 
     def train_dataset(self) -> Dataset:
-        return RandomPatches(self._volumes("train"), ["source", "target"], self.patch_size, self.patches_per_volume)
+        keys = ["source", "target"]
+        # Flips only, applied to the pair together: no interpolation, which would smooth the very
+        # noise (or texture) the model must learn to map.
+        transform = flips(keys, self.spatial_dims) if self.augment else None
+        return RandomPatches(self._volumes("train"), keys, self.patch_size, self.patches_per_volume, transform=transform)
 
     def _eval_keys(self) -> list[str]:
         return ["source", "target", "subject", "mask"]

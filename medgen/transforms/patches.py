@@ -25,12 +25,17 @@ from monai.transforms import (
 from torch.utils.data import Dataset
 
 
+def flips(keys: Sequence[str], spatial_dims: int = 3) -> Compose:
+    """A random flip of every axis (p = 0.5 each), the same for all ``keys``."""
+    return Compose([RandFlipd(list(keys), prob=0.5, spatial_axis=a) for a in range(spatial_dims)])
+
+
 def augmentation(keys: Sequence[str], spatial_dims: int = 3) -> Compose:
     """Mild augmentation: flips on every axis, a small affine (±0.1 rad, ±5 % scale) and ±5 %
     intensity scale/shift (on the first key only). Border padding keeps the background."""
     keys = list(keys)
     return Compose(
-        [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(spatial_dims)]
+        list(flips(keys, spatial_dims).transforms)
         + [
             RandAffined(keys, prob=0.5, rotate_range=[0.1] * (1 if spatial_dims == 2 else 3),
                         scale_range=[0.05] * spatial_dims, padding_mode="border", mode="bilinear"),

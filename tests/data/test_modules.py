@@ -145,3 +145,21 @@ def test_all_dataset_covers_every_subject_whatever_the_split(demo):
     subjects = [item["subject"] for item in data.all_dataset()]
     assert sorted(subjects) == sorted(p.name for p in (demo / "paired").iterdir())
     assert len(subjects) == 3 > len(data.splits["val"])
+
+
+def test_paired_augment_flips_source_and_target_together(tmp_path):
+    # low = a ramp along x, full = low / 2: a flip that hit only one of them would break full = low / 2.
+    ramp = np.broadcast_to(np.arange(1, 17, dtype=np.float32)[:, None, None], (16, 16, 16)).copy()
+    for s in ("a", "b"):
+        _save(tmp_path / s / "low_dose.nii.gz", ramp, np.eye(4))
+        _save(tmp_path / s / "full_dose.nii.gz", 0.5 * ramp, np.eye(4))
+    kwargs = dict(patch_size=(8, 8, 8), patches_per_volume=16, val_fraction=0.0, cache=False)
+    signs = set()
+    for augment in (False, True):
+        data = PairedVolumes(tmp_path, augment=augment, **kwargs)
+        for item in data.train_dataset():
+            src, tgt = item["source"][0], item["target"][0]
+            assert torch.allclose(tgt + 1, 0.5 * (src + 1), atol=1e-4)  # PET: shared [0, max] -> [-1, 1] scale
+            step = float(src[1:].mean() - src[:-1].mean())
+            signs.add((augment, step > 0))
+    assert signs == {(False, True), (True, True), (True, False)}
