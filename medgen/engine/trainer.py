@@ -417,6 +417,7 @@ class Trainer:
         if self.cfg.val_images and self.dist.is_main:
             tmpdir = tempfile.mkdtemp(prefix="medgen-val-")
             grid = Path(tmpdir) / f"epoch_{self.epoch:03d}.png"
+        self.model.periodic_validation = True  # models may skip test-time extras (flip ensembles)
         try:
             metrics = evaluate_volumes(
                 self.model,
@@ -431,6 +432,7 @@ class Trainer:
             if grid is not None and grid.is_file():
                 self.tracker.log_artifact(grid, "samples")
         finally:
+            self.model.periodic_validation = False
             if tmpdir is not None:
                 import shutil
 

@@ -48,6 +48,9 @@ class GenerativeModel(nn.Module):
         self.epoch = 0  # current epoch (0-based), kept up to date by the engine
         self.max_epochs = 1
         self.roi_size: tuple[int, ...] | None = None  # sliding-window ROI, set from data.patch_size
+        # True while the engine validates between epochs: a model may skip costly test-time
+        # extras then (e.g. a flip ensemble); `medgen evaluate`/`infer` always run the full path.
+        self.periodic_validation = False
 
     # --- to implement -------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -78,6 +78,22 @@ def test_sliding_window_inference_keeps_any_shape(dims, shape):
     assert out["input"] is x
 
 
+def test_flip_ensemble_at_inference_not_in_periodic_validation():
+    torch.manual_seed(0)
+    model = PetCGAN(flip_ensemble=True, **TINY).eval()
+    model.roi_size = (16, 16, 16)
+    x = torch.rand(1, 1, 16, 16, 16) * 2 - 1
+    net = model.exported_network()
+    with torch.no_grad():
+        flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
+        expected = torch.stack([torch.flip(net(torch.flip(x, f)), f) if f else net(x) for f in flips]).mean(0)
+    assert torch.allclose(model.infer(x), expected, atol=1e-5)
+    model.periodic_validation = True  # the engine's between-epoch validation: one pass
+    with torch.no_grad():
+        assert torch.allclose(model.infer(x), net(x), atol=1e-5)
+    assert not torch.allclose(expected, net(x), atol=1e-3)
+
+
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="gan_loss"):
         PetCGAN(gan_loss="nope", **TINY)
