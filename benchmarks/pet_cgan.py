@@ -299,34 +299,26 @@ def train_model(name: str, root: Path, workdir: Path, minutes: float, n_train: i
     return run_id, info
 
 
-def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path) -> list[np.ndarray]:
-    """Full-dose estimates (kBq/ml) of held-out low-dose files, as `medgen infer` makes them."""
-    import torch
-
-    from medgen import io
+def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
+            flip_ensemble: bool | None = None) -> list[np.ndarray]:
+    """Full-dose estimates (kBq/ml) of held-out low-dose files, as `medgen infer` makes them
+    (``flip_ensemble``: override the trained model's setting)."""
     from medgen.engine import load_task
+    from medgen.inference import infer_path
 
     model, data, _, _ = load_task(run_id, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", device="cpu")
-    try:
-        from medgen.inference import infer_path
-    except ImportError:  # before the inference module: the same three steps by hand
-        infer_path = None
+    if flip_ensemble is not None:
+        model.flip_ensemble = flip_ensemble
     out = []
     for s in subjects:
-        path = folder / s.name / "low_dose.nii.gz"
-        if infer_path is not None:
-            est = infer_path(model, data, path)
-        else:
-            x, state = data.preprocess(io.read(path))
-            with torch.no_grad():
-                est = data.postprocess(model.infer(x[None].to(model.device))[0].cpu(), state)
-        out.append(np.asarray(est.detach().cpu().numpy() if hasattr(est, "detach") else est, dtype=np.float32).reshape(s.low.shape))
+        est = infer_path(model, data, folder / s.name / "low_dose.nii.gz")
+        out.append(np.asarray(est.detach().cpu().numpy(), dtype=np.float32).reshape(s.low.shape))
     return out
 
 
 # --- one experiment --------------------------------------------------------------------------
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
-                   seed: int, patches: int, counts: float | None = None) -> dict:
+                   seed: int, patches: int, counts: float | None = None, l1_fraction: float = 1.0) -> dict:
     train_an, test_an = anatomies[:-n_test], anatomies[-n_test:]
     if counts is None:
         counts = calibrate_counts([a for _, a, _ in train_an[:4]], [m for _, _, m in train_an[:4]], target_db, seed)
@@ -344,15 +336,18 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
     common = [f"data.val_fraction={val_fraction:.3f}"]
     runs = {}
     estimates = {}
-    for name, extra in (("cgan", []), ("l1-unet", ["model.adversarial=false"])):
-        run_id, info = train_model(f"{label}-{name}", root, workdir, minutes, len(train_s), common + extra, patches)
+    for name, extra, budget in (("cgan", [], minutes), ("l1-unet", ["model.adversarial=false"], minutes * l1_fraction)):
+        run_id, info = train_model(f"{label}-{name}", root, workdir, budget, len(train_s), common + extra, patches)
         runs[name] = info
         estimates[name] = predict(run_id, workdir, test_s, held)
+        if name == "cgan":
+            estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False)
 
     methods = {
         "low-dose input (1/4)": [s.low for s in test_s],
         f"Gaussian (sigma {sigma} vox, fit on train)": [gaussian(s.low, sigma) for s in test_s],
         "L1-only 3D U-Net (ablation)": estimates["l1-unet"],
+        "3D c-GAN, single pass (no flip ensemble)": estimates["cgan-single"],
         "3D c-GAN (adv + λ·L1)": estimates["cgan"],
         "oracle: noise-free activity": [s.noise_free for s in test_s],
     }
@@ -429,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=15.0, help="training minutes per phantom model (default 15)")
     p.add_argument("--mni-minutes", type=float, default=10.0, help="training minutes per MNI model (default 10)")
+    p.add_argument("--l1-fraction", type=float, default=1.0,
+                   help="training budget of the L1-only ablation, as a fraction of the c-GAN's (default 1)")
     p.add_argument("--subjects", type=int, default=20, help="phantom subjects (default 20)")
     p.add_argument("--heldout", type=int, default=4, help="held-out subjects per experiment (default 4)")
     p.add_argument("--size", type=int, default=64, help="phantom size (default 64)")
@@ -453,14 +450,15 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         ph = phantom_anatomies(args.subjects, args.size, args.seed)
-        r = run_experiment("phantoms", ph, args.heldout, args.target_db, args.minutes, workdir, args.seed, patches)
+        r = run_experiment("phantoms", ph, args.heldout, args.target_db, args.minutes, workdir, args.seed, patches,
+                           l1_fraction=args.l1_fraction)
         results.append(r)
         print(format_result(r), flush=True)
         if not args.skip_mni and (MNI_DIR / MNI_GM).is_file():
             n_mni = 5 if args.quick else 14
             mni = mni_anatomies(n_mni, 4 if args.quick else 2, args.seed)
             r = run_experiment("MNI152 PET simulation", mni, min(args.heldout, 3), args.target_db,
-                               args.mni_minutes, workdir, args.seed, patches)
+                               args.mni_minutes, workdir, args.seed, patches, l1_fraction=args.l1_fraction)
             results.append(r)
             print(format_result(r), flush=True)
         elif not args.skip_mni:
@@ -469,12 +467,15 @@ def main(argv: list[str] | None = None) -> int:
         "## pet-cgan — full-dose PET from 1/4-dose PET (Wang et al. 2018)",
         "",
         f"Run {started:%Y-%m-%d %H:%M} by `python benchmarks/pet_cgan.py --minutes {args.minutes:g} "
-        f"--mni-minutes {args.mni_minutes:g}`{' --quick' if args.quick else ''} on {machine()}.",
+        f"--mni-minutes {args.mni_minutes:g} --l1-fraction {args.l1_fraction:g}`{' --quick' if args.quick else ''} "
+        f"on {machine()}.",
         "",
         "Held-out subjects only; every number inside the head mask; PSNR data range = max noise-free "
         "activity in the mask. Models: `configs/pet-cgan.yaml` (λ=300, BCE c-GAN, Adam β1 0.5) with the "
         "CPU-sized overrides " + ", ".join(f"`{o}`" for o in BENCH_OVERRIDES if o.startswith("model.")) +
-        "; trained by the engine, best.pt by val/psnr, whole-volume Gaussian sliding-window inference.",
+        "; flip augmentation of the training pairs and D's objective halved (pix2pix); trained by the engine, "
+        "best.pt by val/psnr; whole-volume Gaussian sliding-window inference averaged over the 8 flips of the "
+        "input (`model.flip_ensemble`, the config default; the single-pass row is the same c-GAN without it).",
         "",
     ]
     text = "\n".join(header) + "\n" + "\n\n".join(format_result(r) for r in results) + "\n"
