@@ -106,6 +106,34 @@ def _entries(folder: Path) -> list[dict]:
     return items
 
 
+def discover_volumes(root, key: str, extra=()) -> list[dict]:
+    """Single-volume subjects (the anomaly layout): ``[{"subject", key: Path, ...}]``.
+
+    ``root/<subject>/<key>`` (+ every key of ``extra``, e.g. a brain mask) as in
+    :func:`discover_paired`; or, when no subject folder holds ``key``, a flat folder of scans
+    (``root/*.nii.gz`` files or DICOM series folders), each one subject named after its entry --
+    the way a folder of normal scans is often kept. ``extra`` keys need subject folders.
+    """
+    root = Path(root)
+    _require_dir(root)
+    has_subjects = any(find_volume(p, key, required=False) is not None
+                       for p in _visible(root) if p.is_dir() and not _is_dicom_dir(p))
+    flat = [] if has_subjects else _entries_or_none(root)
+    if not flat:
+        return discover_paired(root, [key, *extra])
+    if extra:
+        raise InputError(root, f"'{extra[0]}' needs the layout DIR/<subject>/{{{key},{extra[0]}}}, "
+                               f"not a flat folder of scans")
+    return [{"subject": e["subject"], key: e["image"]} for e in flat]
+
+
+def _entries_or_none(folder: Path) -> list[dict]:
+    try:
+        return _entries(folder)
+    except InputError:
+        return []
+
+
 def discover_unpaired(root) -> tuple[list[dict], list[dict]]:
     """``(A, B)``: lists of ``{"subject": entry name, "image": Path}`` from ``root/A`` and ``root/B``."""
     root = Path(root)

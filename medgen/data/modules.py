@@ -28,7 +28,7 @@ from monai.data import CacheDataset, Dataset as MonaiDataset, MetaTensor
 from monai.transforms import Transform
 from torch.utils.data import Dataset
 
-from medgen.data.layouts import discover_paired
+from medgen.data.layouts import discover_paired, discover_volumes
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
 from medgen.errors import InputError, MedgenError
@@ -339,7 +339,7 @@ class Volumes(_VolumeModule):
 
     def _discover(self) -> list[dict]:
         extra = [k for k in (self.mask_key, self.label_key) if k]
-        return discover_paired(self.root, [self.key] + extra)
+        return discover_volumes(self.root, self.key, extra)
 
     def _load_mask(self, item: dict, key: str, image: MetaTensor) -> torch.Tensor:
         vol = self._spatial(_read(item[key]), item[key])

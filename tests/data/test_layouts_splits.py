@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medgen.data.layouts import discover_domain, discover_expression, discover_paired, discover_unpaired
+from medgen.data.layouts import discover_domain, discover_expression, discover_paired, discover_unpaired, discover_volumes
 from medgen.data.splits import split_subjects
 from medgen.errors import InputError
 
@@ -92,3 +92,30 @@ def test_split_small_datasets():
     train, val, test = split_subjects(["a", "b", "c"], 0.1, 0.1)
     assert len(train) == 1 and len(val) == 1 and len(test) == 1
     assert split_subjects(["a", "b", "c"], 0.0)[1] == []
+
+
+def test_volumes_discovery_subject_folders_or_a_flat_folder_of_scans(tmp_path):
+    from medgen.data.phantoms import write_dicom_series
+
+    subjects = tmp_path / "subjects"
+    _vol(subjects / "a" / "t1.nii.gz")
+    _vol(subjects / "a" / "brain_mask.nii.gz")
+    _vol(subjects / "b" / "t1.nii.gz")
+    _vol(subjects / "b" / "brain_mask.nii.gz")
+    items = discover_volumes(subjects, "t1", ["brain_mask"])
+    assert [(i["subject"], i["t1"].name, i["brain_mask"].name) for i in items] == [
+        ("a", "t1.nii.gz", "brain_mask.nii.gz"), ("b", "t1.nii.gz", "brain_mask.nii.gz")]
+
+    flat = tmp_path / "flat"
+    _vol(flat / "case_01.nii.gz")
+    _vol(flat / "case_02.nrrd".replace(".nrrd", ".nii"))
+    write_dicom_series(flat / "case_03", np.full((6, 6, 3), 100, np.float32), np.eye(4), 0, modality="MR")
+    items = discover_volumes(flat, "t1")
+    assert [i["subject"] for i in items] == ["case_01", "case_02", "case_03"]
+    assert items[2]["t1"].is_dir()
+    with pytest.raises(InputError, match="brain_mask"):
+        discover_volumes(flat, "t1", ["brain_mask"])
+    # A subject folder without the key is still an error naming the key, not a flat folder.
+    _vol(subjects / "c" / "flair.nii.gz")
+    with pytest.raises(InputError, match="missing 't1'"):
+        discover_volumes(subjects, "t1")
