@@ -201,7 +201,7 @@ class _VolumeModule(DataModule):
             volume = MetaTensor(torch.as_tensor(volume, dtype=torch.float32), affine=torch.eye(4, dtype=torch.float64))
         volume = self._spatial(volume, where)
         grid = self._grid(volume)
-        params = intensity_params(grid.as_tensor(), self.modality, self._mask(grid).numpy())
+        params = self._intensity_params(grid.as_tensor(), self._mask(grid).numpy())
         pads = self._pads(tuple(grid.shape))
         tensor = self._finish(apply_intensity(grid.as_tensor(), params), pads, -1.0)
         state = {"params": params, "output_params": self._output_params(params), "pads": pads,
@@ -210,6 +210,10 @@ class _VolumeModule(DataModule):
 
     def _output_params(self, params: dict) -> dict:
         return params
+
+    def _intensity_params(self, volume: torch.Tensor, mask) -> dict:
+        """Normalisation of an input volume (training and inference alike)."""
+        return intensity_params(volume, self.modality, mask)
 
     def postprocess(self, output: torch.Tensor, state: dict, intensity: bool = True) -> MetaTensor:
         """A model output ``(1, *spatial)`` (or ``(1, 1, *spatial)``) back to the input's units
@@ -321,6 +325,9 @@ class PairedVolumes(_VolumeModule):
 class Volumes(_VolumeModule):
     """Single volumes ``root/<subject>/<key>`` (anomaly detection: train on normal scans).
 
+    Intensities as :class:`PairedVolumes`' ``modality`` scheme, but values above the window are
+    kept (only the dark end is clipped), so hyperintense anomalies keep their contrast.
+
     Train items ``{"image"}`` patches (optionally augmented: flips, small affine, intensity);
     val/test items ``{"image", "subject", "mask"}`` whole volumes, where ``mask`` is
     ``root/<subject>/<mask_key>`` when ``mask_key`` is given (e.g. ``"brain_mask"``) else the body
@@ -337,6 +344,12 @@ class Volumes(_VolumeModule):
         self.augment = bool(augment)
         self.mask_key, self.label_key = mask_key, label_key
 
+    def _intensity_params(self, volume: torch.Tensor, mask) -> dict:
+        # Clip only the dark end: an anomaly brighter than every normal tissue (a FLAIR lesion)
+        # must keep its contrast, not be flattened to the window's top like the brightest 0.5 %.
+        params = super()._intensity_params(volume, mask)
+        return {**params, "clip": "low"} if params["clip"] else params
+
     def _discover(self) -> list[dict]:
         extra = [k for k in (self.mask_key, self.label_key) if k]
         return discover_volumes(self.root, self.key, extra)
@@ -351,7 +364,7 @@ class Volumes(_VolumeModule):
         raw = self._spatial(_read(item[self.key]), item[self.key])
         image = self._grid(raw)
         fg = self._mask(image)
-        params = intensity_params(image.as_tensor(), self.modality, fg.numpy())
+        params = self._intensity_params(image.as_tensor(), fg.numpy())
         pads = self._pads(tuple(image.shape))
         mask = self._load_mask(item, self.mask_key, raw) if self.mask_key else fg
         out = {

@@ -15,6 +15,9 @@ dict (``{"modality", "low", "high", "clip"}``) kept with each volume so outputs 
 * ``mr``: ``[p_0.5, p_99.5]`` inside the foreground mask (per volume; MR units are arbitrary).
   Background darker than the 0.5th percentile maps to -1; the brightest 0.5 % are clipped.
 * ``none``: identity (the volume must already be in [-1, 1]).
+
+Params with ``"clip": "low"`` clamp only the low end: anomaly detection keeps what is brighter
+than the window (a FLAIR lesion brighter than any normal tissue) instead of flattening it.
 """
 
 from __future__ import annotations
@@ -89,8 +92,10 @@ def apply_intensity(volume, params: dict):
     """Map ``volume`` (tensor or array) into [-1, 1] with ``params`` (same type out, float32)."""
     scale = 2.0 / (params["high"] - params["low"])
     out = (volume - params["low"]) * scale - 1.0
-    if params.get("clip", True):
-        out = out.clamp(-1.0, 1.0) if isinstance(out, torch.Tensor) else np.clip(out, -1.0, 1.0)
+    clip = params.get("clip", True)
+    if clip:  # True: both ends; "low": only the low end (values above the window stay above 1)
+        high = None if clip == "low" else 1.0
+        out = out.clamp(-1.0, high) if isinstance(out, torch.Tensor) else np.clip(out, -1.0, high)
     return out.float() if isinstance(out, torch.Tensor) else out.astype(np.float32)
 
 

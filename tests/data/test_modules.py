@@ -163,3 +163,18 @@ def test_paired_augment_flips_source_and_target_together(tmp_path):
             step = float(src[1:].mean() - src[:-1].mean())
             signs.add((augment, step > 0))
     assert signs == {(False, True), (True, True), (True, False)}
+
+
+def test_volumes_keep_hyperintense_anomalies_above_the_window(tmp_path):
+    # A bright spot (3x the brightest tissue) in 0.1 % of the voxels: the MR window (p0.5-p99.5)
+    # ignores it, and the anomaly module must not clip it down to the window's top (+1).
+    rng = np.random.default_rng(0)
+    vol = rng.uniform(100, 200, (20, 20, 20)).astype(np.float32)
+    vol[10, 10, 10:18] = 600.0
+    _save(tmp_path / "s1" / "t1.nii.gz", vol, np.eye(4))
+    data = Volumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0, cache=False)
+    image = data.all_dataset()[0]["image"][0]
+    assert image[10, 10, 10:18].min() > 3.0  # (600 - ~100) / (~200 - ~100) * 2 - 1 ≈ 9
+    assert image.min() >= -1.0
+    x, _ = data.preprocess(read(tmp_path / "s1" / "t1.nii.gz"))  # inference: the same mapping
+    assert torch.allclose(x[0], image)
