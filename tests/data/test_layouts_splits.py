@@ -108,7 +108,7 @@ def test_volumes_discovery_subject_folders_or_a_flat_folder_of_scans(tmp_path):
 
     flat = tmp_path / "flat"
     _vol(flat / "case_01.nii.gz")
-    _vol(flat / "case_02.nrrd".replace(".nrrd", ".nii"))
+    _vol(flat / "case_02.nii")
     write_dicom_series(flat / "case_03", np.full((6, 6, 3), 100, np.float32), np.eye(4), 0, modality="MR")
     items = discover_volumes(flat, "t1")
     assert [i["subject"] for i in items] == ["case_01", "case_02", "case_03"]
