@@ -73,6 +73,8 @@ class RandomPatches(Dataset):
         return len(self.volumes) * self.patches_per_volume
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):  # ends `for patch in dataset` (the modulo below never would)
+            raise IndexError(f"patch index {index} out of range for {len(self)} patches")
         item = self.volumes[index % len(self.volumes)]
         data = {k: item[k] for k in self.keys}
         if self.label_key:

@@ -126,7 +126,8 @@ def test_volumes_masks_labels_and_augmentation(demo):
     patches = data.train_dataset()
     assert len(patches) == 6
     p = patches[0]["image"]
-    assert p.shape == (1, 16, 16, 16) and p.min() >= -1.05 and p.max() <= 1.05
+    # the dark end is clipped at -1 (±5 % intensity jitter); FLAIR lesions may lie above +1
+    assert p.shape == (1, 16, 16, 16) and p.min() >= -1.05 and torch.isfinite(p).all()
     item = data.val_dataset()[0]
     assert set(item) == {"image", "subject", "mask", "label"}
     brain = read(demo / "lesions" / item["subject"] / "brain_mask.nii.gz") > 0.5
