@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
 import shutil
 import sys
 import time
@@ -35,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_md import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CONFIG = ROOT / "configs" / "anogan.yaml"
 MNI_DIR = ROOT.parent / "shared" / "data" / "mni152"
 
@@ -261,16 +259,6 @@ def insert_blobs(t1: torch.Tensor, brain: torch.Tensor, rng) -> tuple[torch.Tens
 
 
 # --- report --------------------------------------------------------------------------------------
-def write_section(text: str) -> None:
-    """Replace (or append) the '## anogan' section of RESULTS.md, keeping the others."""
-    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    pattern = re.compile(r"^## anogan\b.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(text.rstrip() + "\n\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text.rstrip() + "\n"
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
-
-
 def fmt(x, nd=3):
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
 
@@ -359,12 +347,11 @@ def main(argv=None) -> int:
                             shape=tuple(r_n[0]["map"].shape), sec=float(np.mean([r["seconds"] for r in r_n + r_l])))
 
     date = datetime.date.today().isoformat()
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}, {args.threads} thread(s)"
     lines = [
         "## anogan",
         "",
         f"f-AnoGAN (WGAN-GP + izi_f encoder) and AnoGAN latent search, `benchmarks/anogan.py{' --quick' if args.quick else ''}`, "
-        f"{date}, {machine}.",
+        f"{date}, {machine(args.threads)}.",
         "",
         f"Phantoms {p['size']}^3 (3.44 mm at 64), {KEY.upper()}: trained on {p['n_train']} normal subjects "
         f"(engine, {train_minutes:.1f} min wall incl. phantom writing: GAN {p['gan_minutes']} min, then encoder; "
@@ -402,7 +389,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("anogan", text)
     return 0
 
 

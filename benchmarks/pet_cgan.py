@@ -38,8 +38,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import sys
 import tempfile
 import time
@@ -47,15 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from results_md import RESULTS, machine, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "pet-cgan.yaml"
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 MNI_DIR = REPO.parent / "shared" / "data" / "mni152"
 MNI_GM = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
 MNI_WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
-SECTION_START = "<!-- pet-cgan:start -->"
-SECTION_END = "<!-- pet-cgan:end -->"
 DOSE_FRACTION = 0.25
 
 # CPU-sized settings on top of the paper-faithful config (documented in RESULTS.md):
@@ -371,21 +367,6 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
 
 
 # --- report ----------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} cores (shared with other jobs), torch {torch.__version__} "
-            f"on {torch.get_num_threads()} thread(s), no GPU")
-
-
 def format_result(r: dict) -> str:
     lines = [
         f"**{r['label']}** — volumes {'×'.join(map(str, r['shape']))} at {r['spacing_mm']:.2f} mm, "
@@ -405,18 +386,6 @@ def format_result(r: dict) -> str:
                      f"MLflow run `{info['run_id']}`")
     lines.append("- quality bar: " + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in r["checks"].items()))
     return "\n".join(lines)
-
-
-def write_section(text: str, path: Path = RESULTS) -> None:
-    block = f"{SECTION_START}\n{text.rstrip()}\n{SECTION_END}"
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION_START in old and SECTION_END in old:
-        new = re.sub(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Run {started:%Y-%m-%d %H:%M} by `python benchmarks/pet_cgan.py --minutes {args.minutes:g} "
         f"--mni-minutes {args.mni_minutes:g} --l1-fraction {args.l1_fraction:g}`{' --quick' if args.quick else ''} "
-        f"on {machine()}.",
+        f"on {machine(args.threads)}.",
         "",
         "Held-out subjects only; every number inside the head mask; PSNR data range = max noise-free "
         "activity in the mask. Models: `configs/pet-cgan.yaml` (λ=300, BCE c-GAN, Adam β1 0.5) with the "
@@ -484,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2, default=str))
     if not args.quick and not args.no_write:
-        write_section(text)
+        write_section("pet-cgan", text)
         print(f"[pet-cgan bench] wrote {RESULTS}", flush=True)
     return 0
 

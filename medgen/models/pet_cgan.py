@@ -72,6 +72,8 @@ class PetCGAN(GenerativeModel):
         gan_loss: ``"bce"`` (the paper's sigmoid cross-entropy), ``"lsgan"``, ``"hinge"``.
         refine: add the second, concatenated c-GAN.
         lr, beta1, beta2: Adam for G and D.
+        d_lr: Adam learning rate of the discriminators (default ``lr``); a lower one keeps D from
+            steering G towards the full dose's noise texture.
         sw_overlap, sw_batch_size: Gaussian-weighted sliding-window inference.
         flip_ensemble: average the estimates of every flip of the input at inference
             (:mod:`medgen.models.tta`; ``2 ** spatial_dims`` passes, about +0.3-0.5 dB here);
@@ -99,6 +101,7 @@ class PetCGAN(GenerativeModel):
         gan_loss: str = "bce",
         refine: bool = False,
         lr: float = 2e-4,
+        d_lr: float | None = None,
         beta1: float = 0.5,
         beta2: float = 0.999,
         sw_overlap: float = 0.5,
@@ -119,6 +122,9 @@ class PetCGAN(GenerativeModel):
         self.lambda_l1 = float(lambda_l1)
         self.refine = refine
         self.lr, self.betas = lr, (beta1, beta2)
+        self.d_lr = lr if d_lr is None else d_lr
+        if self.lr <= 0 or self.d_lr <= 0:
+            raise ConfigError(f"model.lr and model.d_lr must be > 0, got {self.lr} and {self.d_lr}")
         self.sw_overlap, self.sw_batch_size = sw_overlap, sw_batch_size
         self.flip_ensemble = flip_ensemble
         try:
@@ -150,16 +156,16 @@ class PetCGAN(GenerativeModel):
 
     # --- optimisers ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        def adam(net: nn.Module) -> torch.optim.Optimizer:
-            return torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
+        def adam(net: nn.Module, lr: float) -> torch.optim.Optimizer:
+            return torch.optim.Adam(net.parameters(), lr=lr, betas=self.betas)
 
-        opts = {"G": adam(self.G)}
+        opts = {"G": adam(self.G, self.lr)}
         if self.D is not None:
-            opts["D"] = adam(self.D)
+            opts["D"] = adam(self.D, self.d_lr)
         if self.G2 is not None:
-            opts["G2"] = adam(self.G2)
+            opts["G2"] = adam(self.G2, self.lr)
         if self.D2 is not None:
-            opts["D2"] = adam(self.D2)
+            opts["D2"] = adam(self.D2, self.d_lr)
         return opts
 
     # --- training -----------------------------------------------------------------------

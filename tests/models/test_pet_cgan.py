@@ -94,6 +94,15 @@ def test_flip_ensemble_at_inference_not_in_periodic_validation():
     assert not torch.allclose(expected, net(x), atol=1e-3)
 
 
+def test_discriminator_learning_rate_is_separate_and_defaults_to_g():
+    same = PetCGAN(refine=True, lr=1e-3, **TINY)
+    assert {n: o.defaults["lr"] for n, o in same.setup_optimizers().items()} == {"G": 1e-3, "D": 1e-3, "G2": 1e-3, "D2": 1e-3}
+    slow_d = PetCGAN(refine=True, lr=1e-3, d_lr=2e-4, **TINY)
+    assert {n: o.defaults["lr"] for n, o in slow_d.setup_optimizers().items()} == {"G": 1e-3, "D": 2e-4, "G2": 1e-3, "D2": 2e-4}
+    with pytest.raises(ConfigError, match="d_lr"):
+        PetCGAN(d_lr=0.0, **TINY)
+
+
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="gan_loss"):
         PetCGAN(gan_loss="nope", **TINY)
