@@ -290,9 +290,22 @@ def train_model(name: str, root: Path, workdir: Path, minutes: float, n_train: i
     ]
     t0 = time.time()
     run_id = train(load_config(CONFIG, overrides, task="pet-cgan"))
-    info = {"run_id": run_id, "epochs": epochs, "wall_min": (time.time() - t0) / 60, "probe_steps_per_min": speed}
+    info = {"run_id": run_id, "epochs": epochs, "wall_min": (time.time() - t0) / 60, "probe_steps_per_min": speed,
+            **validation_curve(run_id, workdir)}
     print(f"[pet-cgan bench] {name}: trained {info['wall_min']:.1f} min, run {run_id}", flush=True)
     return run_id, info
+
+
+def validation_curve(run_id: str, workdir: Path) -> dict:
+    """Epochs run, and the val/psnr history's best epoch and value and its last value."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val/psnr"))
+    if not hist:
+        return {}
+    best = max(hist, key=lambda sv: sv[1])
+    return {"epochs_run": hist[-1][0], "best_epoch": best[0], "best_val_psnr": best[1], "last_val_psnr": hist[-1][1]}
 
 
 def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
@@ -381,8 +394,10 @@ def format_result(r: dict) -> str:
         lines.append(f"| {method} | {v['psnr_full']:.2f} | {v['ssim_full']:.4f} | {nf} |")
     lines.append("")
     for name, info in r["runs"].items():
+        curve = (f"; val/psnr (model space) best {info['best_val_psnr']:.2f} at epoch {info['best_epoch']} of "
+                 f"{info['epochs_run']}, last {info['last_val_psnr']:.2f}") if "best_epoch" in info else ""
         lines.append(f"- {name}: {info['wall_min']:.1f} min wall training, {info['epochs']} epochs planned "
-                     f"({info['probe_steps_per_min']:.0f} steps/min measured before it), "
+                     f"({info['probe_steps_per_min']:.0f} steps/min measured before it){curve}, "
                      f"MLflow run `{info['run_id']}`")
     lines.append("- quality bar: " + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in r["checks"].items()))
     return "\n".join(lines)
