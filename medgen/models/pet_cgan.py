@@ -73,11 +73,6 @@ class PetCGAN(GenerativeModel):
         refine: add the second, concatenated c-GAN.
         lr, beta1, beta2: Adam for G and D.
         d_lr: Adam learning rate of the discriminators (default ``lr``).
-        d_input_noise: standard deviation (model units, the [-1, 1] scale) of Gaussian instance
-            noise added to every candidate D judges, real or estimated (Sønderby et al. 2017).
-            0 = the paper. With a noisy full dose, D can tell a denoised estimate by its missing
-            noise texture and pushes G to invent some, which costs PSNR; noise of about the full
-            dose's own level hides that texture, so D judges structure and contrast instead.
         sw_overlap, sw_batch_size: Gaussian-weighted sliding-window inference.
         flip_ensemble: average the estimates of every flip of the input at inference
             (:mod:`medgen.models.tta`; ``2 ** spatial_dims`` passes, about +0.3-0.5 dB here);
@@ -106,7 +101,6 @@ class PetCGAN(GenerativeModel):
         refine: bool = False,
         lr: float = 2e-4,
         d_lr: float | None = None,
-        d_input_noise: float = 0.0,
         beta1: float = 0.5,
         beta2: float = 0.999,
         sw_overlap: float = 0.5,
@@ -130,9 +124,6 @@ class PetCGAN(GenerativeModel):
         self.d_lr = lr if d_lr is None else d_lr
         if self.lr <= 0 or self.d_lr <= 0:
             raise ConfigError(f"model.lr and model.d_lr must be > 0, got {self.lr} and {self.d_lr}")
-        if d_input_noise < 0:
-            raise ConfigError(f"model.d_input_noise must be >= 0, got {d_input_noise}")
-        self.d_input_noise = float(d_input_noise)
         self.sw_overlap, self.sw_batch_size = sw_overlap, sw_batch_size
         self.flip_ensemble = flip_ensemble
         try:
@@ -185,12 +176,6 @@ class PetCGAN(GenerativeModel):
                 f"{len(self.G.channels)} levels (set data.patch_size or model.channels)"
             )
 
-    def _judged(self, candidate: torch.Tensor) -> torch.Tensor:
-        """What D sees of a candidate: with fresh instance noise when ``d_input_noise`` > 0."""
-        if self.d_input_noise == 0:
-            return candidate
-        return candidate + self.d_input_noise * torch.randn_like(candidate)
-
     def _stage_step(
         self, G: nn.Module, D: nn.Module | None, g_name: str, d_name: str, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -202,7 +187,7 @@ class PetCGAN(GenerativeModel):
             with self.autocast():
                 # Halved as in pix2pix (Isola et al. 2017), which the paper's c-GAN follows: it
                 # slows D relative to G, whose adversarial term is small next to λ·L1.
-                d_loss = 0.5 * self.adv_loss.d_loss(D(x, self._judged(y)), D(x, self._judged(fake.detach())))
+                d_loss = 0.5 * self.adv_loss.d_loss(D(x, y), D(x, fake.detach()))
             self.optimizer_step(d_name, d_loss)
             logs[f"{d_name.lower()}_loss"] = float(d_loss.detach())
         with self.frozen(*([D] if D is not None else [])):
@@ -210,7 +195,7 @@ class PetCGAN(GenerativeModel):
                 l1 = F.l1_loss(fake.float(), y.float())
                 g_loss = self.lambda_l1 * l1
                 if D is not None:
-                    g_adv = self.adv_loss.g_loss(D(x, self._judged(fake)))
+                    g_adv = self.adv_loss.g_loss(D(x, fake))
                     g_loss = g_loss + g_adv
             self.optimizer_step(g_name, g_loss)
         prefix = "g" if g_name == "G" else g_name.lower()
