@@ -16,8 +16,11 @@ What it does (all numbers inside the head mask of held-out subjects):
    ``--minutes`` of wall-clock training each; then ``best.pt`` (by val/psnr on the training
    folder's validation split) is applied to the held-out low-dose files with the same inference as
    ``medgen infer`` (whole volume, Gaussian sliding window, output in kBq/ml).
-4. **Oracle** — the noise-free activity (PSF-blurred) against the noisy full dose: what a
-   perfect denoiser that ignores the shared counts would score.
+4. **Oracle and bounds** — the noise-free activity (PSF-blurred) against the noisy full dose:
+   what a perfect denoiser that ignores the shared counts would score; and two references that
+   know the activity (``render_pet_doses(bounds=True)``): the conditional mean of the full dose
+   given the low-dose counts (no estimate can beat it: +6.02 dB over the input) and one exact
+   draw from that conditional distribution — what a *perfect* c-GAN outputs (+3.01 dB).
 5. **MNI152** — the same on a PET simulation built from the real MNI152 2009a grey/white-matter
    probability maps (``../shared/data/mni152``): activity GM 10 : WM 2.8 : CSF 0.4 kBq/ml,
    per-subject random affine + smooth deformation + tissue texture, the same PSF and the same
@@ -84,6 +87,7 @@ class Subject:
     noise_free: np.ndarray
     mask: np.ndarray
     affine: np.ndarray
+    bounds: dict | None = None  # render_pet_doses(bounds=True) references: bound_mean, bound_sample
 
     @property
     def data_range(self) -> float:
@@ -104,10 +108,10 @@ def ssim(est: np.ndarray, ref: np.ndarray, s: Subject) -> float:
 
 
 # --- data ------------------------------------------------------------------------------------
-def _render(anatomy: dict, rng: np.random.Generator, counts: float) -> dict:
+def _render(anatomy: dict, rng: np.random.Generator, counts: float, bounds: bool = False) -> dict:
     from medgen.data.render import render_pet_doses
 
-    return render_pet_doses(anatomy, rng, counts=counts, dose_fraction=DOSE_FRACTION)
+    return render_pet_doses(anatomy, rng, counts=counts, dose_fraction=DOSE_FRACTION, bounds=bounds)
 
 
 def calibrate_counts(anatomies: list[dict], masks: list[np.ndarray], target_db: float, seed: int) -> float:
@@ -217,8 +221,9 @@ def mni_anatomies(n: int, grid_mm: int, seed: int) -> list[tuple[str, dict, np.n
 def render_subjects(anatomies, counts: float, seed: int) -> list[Subject]:
     subjects = []
     for i, (name, anatomy, mask) in enumerate(anatomies):
-        d = _render(anatomy, np.random.default_rng([seed, 7, i]), counts)
-        subjects.append(Subject(name, d["low_dose"], d["full_dose"], d["noise_free"], mask, anatomy["affine"]))
+        d = _render(anatomy, np.random.default_rng([seed, 7, i]), counts, bounds=True)
+        subjects.append(Subject(name, d["low_dose"], d["full_dose"], d["noise_free"], mask, anatomy["affine"],
+                                {k: d[k] for k in ("bound_mean", "bound_sample")}))
     return subjects
 
 
@@ -330,7 +335,7 @@ def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
 # --- one experiment --------------------------------------------------------------------------
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
                    seed: int, patches: int, counts: float | None = None, l1_fraction: float = 1.0,
-                   cgan_extra: tuple[str, ...] = ()) -> dict:
+                   refine_fraction: float = 0.0, cgan_extra: tuple[str, ...] = ()) -> dict:
     train_an, test_an = anatomies[:-n_test], anatomies[-n_test:]
     if counts is None:
         counts = calibrate_counts([a for _, a, _ in train_an[:4]], [m for _, _, m in train_an[:4]], target_db, seed)
@@ -348,7 +353,10 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
     common = [f"data.val_fraction={val_fraction:.3f}"]
     runs = {}
     estimates = {}
-    for name, extra, budget in (("cgan", list(cgan_extra), minutes), ("l1-unet", ["model.adversarial=false"], minutes * l1_fraction)):
+    plan = [("cgan", list(cgan_extra), minutes), ("l1-unet", ["model.adversarial=false"], minutes * l1_fraction)]
+    if refine_fraction > 0:
+        plan.append(("cgan-refine", [*cgan_extra, "model.refine=true"], minutes * refine_fraction))
+    for name, extra, budget in plan:
         run_id, info = train_model(f"{label}-{name}", root, workdir, budget, len(train_s), common + extra, patches)
         runs[name] = info
         estimates[name] = predict(run_id, workdir, test_s, held)
@@ -361,7 +369,10 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
         "L1-only 3D U-Net (ablation)": estimates["l1-unet"],
         "3D c-GAN, single pass (no flip ensemble)": estimates["cgan-single"],
         "3D c-GAN (adv + λ·L1)": estimates["cgan"],
+        **({"concatenated 3D c-GANs (+ refinement stage)": estimates["cgan-refine"]} if "cgan-refine" in estimates else {}),
         "oracle: noise-free activity": [s.noise_free for s in test_s],
+        "bound: perfect conditional sample (an ideal c-GAN's output)": [s.bounds["bound_sample"] for s in test_s],
+        "bound: E[full dose given the low-dose counts and the activity] (no estimate does better)": [s.bounds["bound_mean"] for s in test_s],
     }
     rows = {}
     for method, vols in methods.items():
@@ -369,15 +380,19 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
             "psnr_full": float(np.mean([psnr(v, s.full, s) for v, s in zip(vols, test_s)])),
             "ssim_full": float(np.mean([ssim(v, s.full, s) for v, s in zip(vols, test_s)])),
             "psnr_nf": float(np.mean([psnr(v, s.noise_free, s) for v, s in zip(vols, test_s)]))
-            if not method.startswith("oracle") else float("inf"),
+            if not method.startswith(("oracle", "bound")) else float("inf"),
         }
-    low, gauss, gan = (rows[k] for k in list(methods)[:2] + ["3D c-GAN (adv + λ·L1)"])
-    checks = {
-        "PSNR ≥ Gaussian + 1 dB": gan["psnr_full"] >= gauss["psnr_full"] + 1.0,
-        "PSNR ≥ low dose + 4 dB": gan["psnr_full"] >= low["psnr_full"] + 4.0,
-        "SSIM > Gaussian and low dose": gan["ssim_full"] > max(gauss["ssim_full"], low["ssim_full"]),
-    }
-    return {"label": label, "counts": counts, "sigma": sigma, "n_train": len(train_s), "n_test": len(test_s),
+    low, gauss = (rows[k] for k in list(methods)[:2])
+
+    def bar(est: dict) -> dict:
+        return {
+            "PSNR ≥ Gaussian + 1 dB": est["psnr_full"] >= gauss["psnr_full"] + 1.0,
+            "PSNR ≥ low dose + 4 dB": est["psnr_full"] >= low["psnr_full"] + 4.0,
+            "SSIM > Gaussian and low dose": est["ssim_full"] > max(gauss["ssim_full"], low["ssim_full"]),
+        }
+
+    checks = bar(rows["3D c-GAN (adv + λ·L1)"])
+    return {"ablation_checks": bar(rows["L1-only 3D U-Net (ablation)"]),"label": label, "counts": counts, "sigma": sigma, "n_train": len(train_s), "n_test": len(test_s),
             "shape": list(test_s[0].low.shape), "spacing_mm": float(abs(test_s[0].affine[0, 0])),
             "rows": rows, "checks": checks, "runs": runs}
 
@@ -403,6 +418,8 @@ def format_result(r: dict) -> str:
                      f"({info['probe_steps_per_min']:.0f} steps/min measured before it){curve}, "
                      f"MLflow run `{info['run_id']}`")
     lines.append("- quality bar: " + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in r["checks"].items()))
+    lines.append("- the L1-only ablation against the same bar: "
+                 + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in r["ablation_checks"].items()))
     return "\n".join(lines)
 
 
@@ -415,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="λ of the c-GAN's L1 term (default: the config's, the paper's 300)")
     p.add_argument("--l1-fraction", type=float, default=1.0,
                    help="training budget of the L1-only ablation, as a fraction of the c-GAN's (default 1)")
+    p.add_argument("--refine-fraction", type=float, default=1.0,
+                   help="phantoms only: budget of the concatenated c-GANs (model.refine=true), as a fraction of the "
+                        "c-GAN's; 0 skips them (default 1)")
     p.add_argument("--subjects", type=int, default=20, help="phantom subjects (default 20)")
     p.add_argument("--heldout", type=int, default=4, help="held-out subjects per experiment (default 4)")
     p.add_argument("--size", type=int, default=64, help="phantom size (default 64)")
@@ -443,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         ph = phantom_anatomies(args.subjects, args.size, args.seed)
         r = run_experiment("phantoms", ph, args.heldout, args.target_db, args.minutes, workdir, args.seed, patches,
-                           l1_fraction=args.l1_fraction, cgan_extra=cgan_extra)
+                           l1_fraction=args.l1_fraction, refine_fraction=args.refine_fraction, cgan_extra=cgan_extra)
         results.append(r)
         print(format_result(r), flush=True)
         if not args.skip_mni and (MNI_DIR / MNI_GM).is_file():
@@ -460,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         "## pet-cgan — full-dose PET from 1/4-dose PET (Wang et al. 2018)",
         "",
         f"Run {started:%Y-%m-%d %H:%M} by `python benchmarks/pet_cgan.py --minutes {args.minutes:g} "
-        f"--mni-minutes {args.mni_minutes:g} --l1-fraction {args.l1_fraction:g}{lam_flag}`{' --quick' if args.quick else ''} "
+        f"--mni-minutes {args.mni_minutes:g} --l1-fraction {args.l1_fraction:g} "
+        f"--refine-fraction {args.refine_fraction:g}{lam_flag}`{' --quick' if args.quick else ''} "
         f"on {machine(args.threads)}.",
         "",
         "Held-out subjects only; every number inside the head mask; PSNR data range = max noise-free "

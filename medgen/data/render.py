@@ -149,15 +149,32 @@ def render_pet(anatomy, rng: np.random.Generator, counts: float = PET_COUNTS, do
 
 
 def render_pet_doses(anatomy, rng: np.random.Generator, counts: float = PET_COUNTS, dose_fraction: float = 0.25,
-                     fwhm_mm: float = PET_FWHM_MM) -> dict[str, np.ndarray]:
+                     fwhm_mm: float = PET_FWHM_MM, bounds: bool = False) -> dict[str, np.ndarray]:
     """Full-dose and low-dose scans of the same acquisition (low dose = thinned full-dose counts),
-    plus the noise-free image: ``{"full_dose", "low_dose", "noise_free"}``, all in kBq/ml."""
+    plus the noise-free image: ``{"full_dose", "low_dose", "noise_free"}``, all in kBq/ml.
+
+    ``bounds=True`` adds two reference estimates of the full dose that know the noise-free
+    activity (for benchmarks; the three scans above are unchanged):
+
+    * ``"bound_mean"`` — E[full dose | low-dose counts, activity]: the low-dose counts plus the
+      *expected* counts of the dose the low dose lacks. Its error is that remainder's Poisson
+      noise alone, so no estimate made from the low dose has a lower expected MSE against the
+      full dose: 10·log10(1/f) dB PSNR over the input (6.02 dB at f = 1/4).
+    * ``"bound_sample"`` — one exact draw from p(full dose | low-dose counts, activity): what a
+      perfect conditional GAN outputs. Its error is two independent copies of that noise: half
+      the bound's gain (3.01 dB at f = 1/4) against the same full dose.
+    """
     act = pet_activity(anatomy).astype(np.float64)
     spacing = _spacing(anatomy)
     n_full, sens = _pet_counts(act, rng, counts)
     n_low = rng.binomial(n_full, dose_fraction)
-    return {
+    out = {
         "full_dose": _blur(n_full / sens, fwhm_mm, spacing).astype(np.float32),
         "low_dose": _blur(n_low / (sens * dose_fraction), fwhm_mm, spacing).astype(np.float32),
         "noise_free": _blur(act, fwhm_mm, spacing).astype(np.float32),
     }
+    if bounds:
+        rest = (1.0 - dose_fraction) * act * sens  # expected counts the low dose lacks
+        out["bound_mean"] = _blur((n_low + rest) / sens, fwhm_mm, spacing).astype(np.float32)
+        out["bound_sample"] = _blur((n_low + rng.poisson(rest)) / sens, fwhm_mm, spacing).astype(np.float32)
+    return out
