@@ -332,6 +332,28 @@ def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
     return out
 
 
+def plot_path(label: str) -> Path:
+    """Where an experiment's validation-curve PNG goes: beside RESULTS.md."""
+    slug = "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+    return RESULTS.parent / f"pet_cgan_{slug}_val.png"
+
+
+def save_validation_plot(runs: dict[str, str], workdir: Path, path: Path, title: str) -> Path:
+    """PNG of each run's val/psnr against its training minutes (run name -> MLflow run id)."""
+    from mlflow.tracking import MlflowClient
+
+    from medgen.viz.plots import save_curves
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    curves = {}
+    for name, run_id in runs.items():
+        start = client.get_run(run_id).info.start_time
+        hist = sorted(client.get_metric_history(run_id, "val/psnr"), key=lambda m: m.step)
+        curves[name] = ([(m.timestamp - start) / 60000 for m in hist], [m.value for m in hist])
+    return save_curves(path, curves, xlabel="training minutes", ylabel="val/psnr (dB, model intensity space)",
+                       title=title)
+
+
 # --- one experiment --------------------------------------------------------------------------
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
                    seed: int, patches: int, counts: float | None = None, l1_fraction: float = 1.0,
@@ -476,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_result(r), flush=True)
         elif not args.skip_mni:
             print(f"[pet-cgan bench] {MNI_DIR} not found: MNI152 part skipped", flush=True)
+        plots = [] if args.quick or args.no_write else [
+            save_validation_plot({n: i["run_id"] for n, i in r["runs"].items()}, workdir, plot_path(r["label"]),
+                                 f"pet-cgan, {r['label']}: validation PSNR while training")
+            for r in results]
     header = [
         "## pet-cgan — full-dose PET from 1/4-dose PET (Wang et al. 2018)",
         "",
@@ -493,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(header) + "\n" + "\n\n".join(format_result(r) for r in results) + "\n"
+    text += "".join(f"\n![{r['label']}: val/psnr while training]({png.name})\n" for r, png in zip(results, plots))
     print("\n" + text)
     json_path = Path(args.workdir) / "pet_cgan_results.json" if args.workdir else None
     if json_path is not None:
