@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[pet-cgan bench] {MNI_DIR} not found: MNI152 part skipped", flush=True)
         plots = [] if args.quick or args.no_write else [
             save_validation_plot({n: i["run_id"] for n, i in r["runs"].items()}, workdir, plot_path(r["label"]),
-                                 f"pet-cgan, {r['label']}: validation PSNR while training")
+                                 f"pet-cgan, {r['label']}")
             for r in results]
     header = [
         "## pet-cgan — full-dose PET from 1/4-dose PET (Wang et al. 2018)",
