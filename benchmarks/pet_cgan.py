@@ -5,7 +5,8 @@ What it does (all numbers inside the head mask of held-out subjects):
 
 1. **Phantoms** — heads from :mod:`medgen.data.phantoms` rendered as FDG PET by
    :func:`medgen.data.render.render_pet_doses` (Poisson counts, PSF blur; low dose = binomially
-   thinned full-dose counts, so the two share their counts as a real dose reduction would). The
+   thinned full-dose counts, so the two share their counts as a real dose reduction would;
+   ``--pair-model independent``: a separate acquisition with its own noise). The
    count level is calibrated so that the 1/4-dose input scores ``--target-db`` (20.5 dB) PSNR against
    the full dose. Training subjects go to a paired folder; held-out subjects are never seen.
 2. **Baseline** — the low-dose volume smoothed by a Gaussian whose sigma is grid-searched on the
@@ -108,19 +109,21 @@ def ssim(est: np.ndarray, ref: np.ndarray, s: Subject) -> float:
 
 
 # --- data ------------------------------------------------------------------------------------
-def _render(anatomy: dict, rng: np.random.Generator, counts: float, bounds: bool = False) -> dict:
+def _render(anatomy: dict, rng: np.random.Generator, counts: float, independent: bool, bounds: bool = False) -> dict:
     from medgen.data.render import render_pet_doses
 
-    return render_pet_doses(anatomy, rng, counts=counts, dose_fraction=DOSE_FRACTION, bounds=bounds)
+    return render_pet_doses(anatomy, rng, counts=counts, dose_fraction=DOSE_FRACTION, bounds=bounds,
+                            independent=independent)
 
 
-def calibrate_counts(anatomies: list[dict], masks: list[np.ndarray], target_db: float, seed: int) -> float:
+def calibrate_counts(anatomies: list[dict], masks: list[np.ndarray], target_db: float, seed: int,
+                     independent: bool) -> float:
     """Total full-dose counts giving `target_db` PSNR(low, full): noise variance ∝ 1 / counts."""
     from medgen.data.render import PET_COUNTS
 
     values = []
     for i, (anatomy, mask) in enumerate(zip(anatomies, masks)):
-        d = _render(anatomy, np.random.default_rng([seed, 999, i]), PET_COUNTS)
+        d = _render(anatomy, np.random.default_rng([seed, 999, i]), PET_COUNTS, independent)
         s = Subject("cal", d["low_dose"], d["full_dose"], d["noise_free"], mask, anatomy["affine"])
         values.append(psnr(s.low, s.full, s))
     return float(PET_COUNTS * 10 ** ((target_db - float(np.mean(values))) / 10))
@@ -218,10 +221,10 @@ def mni_anatomies(n: int, grid_mm: int, seed: int) -> list[tuple[str, dict, np.n
     return out
 
 
-def render_subjects(anatomies, counts: float, seed: int) -> list[Subject]:
+def render_subjects(anatomies, counts: float, seed: int, independent: bool) -> list[Subject]:
     subjects = []
     for i, (name, anatomy, mask) in enumerate(anatomies):
-        d = _render(anatomy, np.random.default_rng([seed, 7, i]), counts, bounds=True)
+        d = _render(anatomy, np.random.default_rng([seed, 7, i]), counts, independent, bounds=True)
         subjects.append(Subject(name, d["low_dose"], d["full_dose"], d["noise_free"], mask, anatomy["affine"],
                                 {k: d[k] for k in ("bound_mean", "bound_sample")}))
     return subjects
@@ -357,12 +360,13 @@ def save_validation_plot(runs: dict[str, str], workdir: Path, path: Path, title:
 # --- one experiment --------------------------------------------------------------------------
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
                    seed: int, patches: int, counts: float | None = None, l1_fraction: float = 1.0,
-                   refine_fraction: float = 0.0, cgan_extra: tuple[str, ...] = ()) -> dict:
+                   refine_fraction: float = 0.0, cgan_extra: tuple[str, ...] = (), independent: bool = False) -> dict:
     train_an, test_an = anatomies[:-n_test], anatomies[-n_test:]
     if counts is None:
-        counts = calibrate_counts([a for _, a, _ in train_an[:4]], [m for _, _, m in train_an[:4]], target_db, seed)
-    train_s = render_subjects(train_an, counts, seed)
-    test_s = render_subjects(test_an, counts, seed + 1)
+        counts = calibrate_counts([a for _, a, _ in train_an[:4]], [m for _, _, m in train_an[:4]], target_db, seed,
+                                  independent)
+    train_s = render_subjects(train_an, counts, seed, independent)
+    test_s = render_subjects(test_an, counts, seed + 1, independent)
     root = workdir / label / "train"
     held = workdir / label / "heldout"
     write_pairs(root, train_s)
@@ -457,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine-fraction", type=float, default=1.0,
                    help="phantoms only: budget of the concatenated c-GANs (model.refine=true), as a fraction of the "
                         "c-GAN's; 0 skips them (default 1)")
+    p.add_argument("--pair-model", choices=("thinned", "independent"), default="thinned",
+                   help="low dose = the full-dose counts thinned (one acquisition, the default) or a separate "
+                        "acquisition with its own noise")
     p.add_argument("--subjects", type=int, default=20, help="phantom subjects (default 20)")
     p.add_argument("--heldout", type=int, default=4, help="held-out subjects per experiment (default 4)")
     p.add_argument("--size", type=int, default=64, help="phantom size (default 64)")
@@ -476,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         args.minutes, args.mni_minutes, args.subjects, args.heldout, args.size = 0.3, 0.3, 5, 2, 32
     patches = 4 if args.quick else 16
     cgan_extra = () if args.lambda_l1 is None else (f"model.lambda_l1={args.lambda_l1:g}",)
+    independent = args.pair_model == "independent"
     lam_flag = "" if args.lambda_l1 is None else f" --lambda-l1 {args.lambda_l1:g}"
     lam_text = "λ = 300" if args.lambda_l1 is None else f"λ = {args.lambda_l1:g} (--lambda-l1; the config's is 300)"
     started = datetime.datetime.now()
@@ -485,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         ph = phantom_anatomies(args.subjects, args.size, args.seed)
         r = run_experiment("phantoms", ph, args.heldout, args.target_db, args.minutes, workdir, args.seed, patches,
-                           l1_fraction=args.l1_fraction, refine_fraction=args.refine_fraction, cgan_extra=cgan_extra)
+                           l1_fraction=args.l1_fraction, refine_fraction=args.refine_fraction, cgan_extra=cgan_extra,
+                           independent=independent)
         results.append(r)
         print(format_result(r), flush=True)
         if not args.skip_mni and (MNI_DIR / MNI_GM).is_file():
@@ -493,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             mni = mni_anatomies(n_mni, 4 if args.quick else 2, args.seed)
             r = run_experiment("MNI152 PET simulation", mni, min(args.heldout, 3), args.target_db,
                                args.mni_minutes, workdir, args.seed, patches, l1_fraction=args.l1_fraction,
-                               cgan_extra=cgan_extra)
+                               cgan_extra=cgan_extra, independent=independent)
             results.append(r)
             print(format_result(r), flush=True)
         elif not args.skip_mni:
@@ -507,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Run {started:%Y-%m-%d %H:%M} by `python benchmarks/pet_cgan.py --minutes {args.minutes:g} "
         f"--mni-minutes {args.mni_minutes:g} --l1-fraction {args.l1_fraction:g} "
-        f"--refine-fraction {args.refine_fraction:g}{lam_flag}`{' --quick' if args.quick else ''} "
+        f"--refine-fraction {args.refine_fraction:g}{lam_flag}"
+        f"{' --pair-model independent' if independent else ''}`{' --quick' if args.quick else ''} "
         f"on {machine(args.threads)}.",
         "",
         "Held-out subjects only; every number inside the head mask; PSNR data range = max noise-free "
