@@ -418,7 +418,8 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
         }
 
     checks = bar(rows["3D c-GAN (adv + λ·L1)"])
-    return {"ablation_checks": bar(rows["L1-only 3D U-Net (ablation)"]),"label": label, "counts": counts, "sigma": sigma, "n_train": len(train_s), "n_test": len(test_s),
+    return {"label": label, "counts": counts, "sigma": sigma, "n_train": len(train_s), "n_test": len(test_s),
+            "ablation_checks": bar(rows["L1-only 3D U-Net (ablation)"]),
             "shape": list(test_s[0].low.shape), "spacing_mm": float(abs(test_s[0].affine[0, 0])),
             "rows": rows, "checks": checks, "runs": runs}
 

@@ -164,8 +164,8 @@ def render_pet_doses(anatomy, rng: np.random.Generator, counts: float = PET_COUN
       noise alone, so no estimate made from the low dose has a lower expected MSE against the
       full dose: 10·log10(1/f) dB PSNR over the input (6.02 dB at f = 1/4).
     * ``"bound_sample"`` — one exact draw from p(full dose | low-dose counts, activity): what a
-      perfect conditional GAN outputs. Its error is two independent copies of that noise: half
-      the bound's gain (3.01 dB at f = 1/4) against the same full dose.
+      perfect conditional GAN outputs. Its error is two independent copies of that noise, twice
+      the bound's: 3.01 dB less PSNR (3.01 dB over the input at f = 1/4).
 
     With ``independent=True`` the low dose tells nothing about the full dose's noise: the bound
     is the noise-free image (10·log10(1 + 1/f) = 6.99 dB at f = 1/4) and the sample a fresh
