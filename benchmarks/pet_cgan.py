@@ -307,15 +307,19 @@ def train_model(name: str, root: Path, workdir: Path, minutes: float, n_train: i
 
 
 def validation_curve(run_id: str, workdir: Path) -> dict:
-    """Epochs run, and the val/psnr history's best epoch and value and its last value."""
+    """Epochs run, the val/psnr history's best epoch and value and its last value, and the whole
+    curve against training minutes (``curve``: minutes, values) for :func:`save_validation_plot`."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val/psnr"))
+    hist = sorted(client.get_metric_history(run_id, "val/psnr"), key=lambda m: m.step)
     if not hist:
         return {}
-    best = max(hist, key=lambda sv: sv[1])
-    return {"epochs_run": hist[-1][0], "best_epoch": best[0], "best_val_psnr": best[1], "last_val_psnr": hist[-1][1]}
+    start = client.get_run(run_id).info.start_time
+    best = max(hist, key=lambda m: m.value)
+    return {"epochs_run": hist[-1].step, "best_epoch": best.step, "best_val_psnr": best.value,
+            "last_val_psnr": hist[-1].value,
+            "curve": ([(m.timestamp - start) / 60000 for m in hist], [m.value for m in hist])}
 
 
 def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
@@ -341,18 +345,11 @@ def plot_path(label: str) -> Path:
     return RESULTS.parent / f"pet_cgan_{slug}_val.png"
 
 
-def save_validation_plot(runs: dict[str, str], workdir: Path, path: Path, title: str) -> Path:
-    """PNG of each run's val/psnr against its training minutes (run name -> MLflow run id)."""
-    from mlflow.tracking import MlflowClient
-
+def save_validation_plot(runs: dict[str, dict], path: Path, title: str) -> Path:
+    """PNG of each run's val/psnr against its training minutes (run name -> train_model's info)."""
     from medgen.viz.plots import save_curves
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    curves = {}
-    for name, run_id in runs.items():
-        start = client.get_run(run_id).info.start_time
-        hist = sorted(client.get_metric_history(run_id, "val/psnr"), key=lambda m: m.step)
-        curves[name] = ([(m.timestamp - start) / 60000 for m in hist], [m.value for m in hist])
+    curves = {name: tuple(info["curve"]) for name, info in runs.items() if "curve" in info}
     return save_curves(path, curves, xlabel="training minutes", ylabel="val/psnr (dB, model intensity space)",
                        title=title)
 
@@ -444,9 +441,8 @@ def format_result(r: dict) -> str:
         lines.append(f"- {name}: {info['wall_min']:.1f} min wall training, {info['epochs']} epochs planned "
                      f"({info['probe_steps_per_min']:.0f} steps/min measured before it){curve}, "
                      f"MLflow run `{info['run_id']}`")
-    lines.append("- quality bar: " + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in r["checks"].items()))
-    lines.append("- the L1-only ablation against the same bar: "
-                 + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in r["ablation_checks"].items()))
+    for what, checks in (("quality bar", r["checks"]), ("the L1-only ablation against the same bar", r["ablation_checks"])):
+        lines.append(f"- {what}: " + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in checks.items()))
     return "\n".join(lines)
 
 
@@ -508,10 +504,6 @@ def main(argv: list[str] | None = None) -> int:
             print(format_result(r), flush=True)
         elif not args.skip_mni:
             print(f"[pet-cgan bench] {MNI_DIR} not found: MNI152 part skipped", flush=True)
-        plots = [] if args.quick or args.no_write else [
-            save_validation_plot({n: i["run_id"] for n, i in r["runs"].items()}, workdir, plot_path(r["label"]),
-                                 f"pet-cgan, {r['label']}")
-            for r in results]
     header = [
         "## pet-cgan — full-dose PET from 1/4-dose PET (Wang et al. 2018)",
         "",
@@ -530,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(header) + "\n" + "\n\n".join(format_result(r) for r in results) + "\n"
+    plots = [] if args.quick or args.no_write else [
+        save_validation_plot(r["runs"], plot_path(r["label"]), f"pet-cgan, {r['label']}") for r in results]
     text += "".join(f"\n![{r['label']}: val/psnr while training]({png.name})\n" for r, png in zip(results, plots))
     print("\n" + text)
     json_path = Path(args.workdir) / "pet_cgan_results.json" if args.workdir else None

@@ -181,9 +181,8 @@ def render_pet_doses(anatomy, rng: np.random.Generator, counts: float = PET_COUN
         "noise_free": _blur(act, fwhm_mm, spacing).astype(np.float32),
     }
     if bounds:
-        # Counts of the full dose that the low dose fixes, and the expected rest.
-        shared = 0 if independent else n_low
-        rest = (1.0 - (0.0 if independent else dose_fraction)) * act * sens
+        # Full-dose counts the low dose fixes (its own, when thinned), and the expected rest.
+        shared, rest = (0, act * sens) if independent else (n_low, (1.0 - dose_fraction) * act * sens)
         out["bound_mean"] = _blur((shared + rest) / sens, fwhm_mm, spacing).astype(np.float32)
         out["bound_sample"] = _blur((shared + rng.poisson(rest)) / sens, fwhm_mm, spacing).astype(np.float32)
     return out
