@@ -323,15 +323,17 @@ def validation_curve(run_id: str, workdir: Path) -> dict:
 
 
 def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
-            flip_ensemble: bool | None = None) -> list[np.ndarray]:
+            flip_ensemble: bool | None = None, samples: int | None = None) -> list[np.ndarray]:
     """Full-dose estimates (kBq/ml) of held-out low-dose files, as `medgen infer` makes them
-    (``flip_ensemble``: override the trained model's setting)."""
+    (``flip_ensemble``, ``samples``: override the trained model's settings)."""
     from medgen.engine import load_task
     from medgen.inference import infer_path
 
     model, data, _, _ = load_task(run_id, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", device="cpu")
     if flip_ensemble is not None:
         model.flip_ensemble = flip_ensemble
+    if samples is not None:
+        model.samples = samples
     out = []
     for s in subjects:
         est = infer_path(model, data, folder / s.name / "low_dose.nii.gz")
@@ -384,13 +386,13 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
         runs[name] = info
         estimates[name] = predict(run_id, workdir, test_s, held)
         if name == "cgan":
-            estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False)
+            estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False, samples=1)
 
     methods = {
         "low-dose input (1/4)": [s.low for s in test_s],
         f"Gaussian (sigma {sigma} vox, fit on train)": [gaussian(s.low, sigma) for s in test_s],
         "L1-only 3D U-Net (ablation)": estimates["l1-unet"],
-        "3D c-GAN, single pass (no flip ensemble)": estimates["cgan-single"],
+        "3D c-GAN, single pass (no flip ensemble, one draw of z)": estimates["cgan-single"],
         "3D c-GAN (adv + λ·L1)": estimates["cgan"],
         **({"concatenated 3D c-GANs (+ refinement stage)": estimates["cgan-refine"]} if "cgan-refine" in estimates else {}),
         "oracle: noise-free activity": [s.noise_free for s in test_s],
@@ -458,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine-fraction", type=float, default=1.0,
                    help="phantoms only: budget of the concatenated c-GANs (model.refine=true), as a fraction of the "
                         "c-GAN's; 0 skips them (default 1)")
+    p.add_argument("--cgan-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for the c-GANs (repeatable), e.g. model.noise_channels=1")
     p.add_argument("--pair-model", choices=("thinned", "independent"), default="thinned",
                    help="low dose = the full-dose counts thinned (one acquisition, the default) or a separate "
                         "acquisition with its own noise")
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.minutes, args.mni_minutes, args.subjects, args.heldout, args.size = 0.3, 0.3, 5, 2, 32
     patches = 4 if args.quick else 16
-    cgan_extra = () if args.lambda_l1 is None else (f"model.lambda_l1={args.lambda_l1:g}",)
+    cgan_extra = (() if args.lambda_l1 is None else (f"model.lambda_l1={args.lambda_l1:g}",)) + tuple(args.cgan_set)
     independent = args.pair_model == "independent"
     lam_flag = "" if args.lambda_l1 is None else f" --lambda-l1 {args.lambda_l1:g}"
     lam_text = "λ = 300" if args.lambda_l1 is None else f"λ = {args.lambda_l1:g} (--lambda-l1; the config's is 300)"
@@ -510,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Run {started:%Y-%m-%d %H:%M} by `python benchmarks/pet_cgan.py --minutes {args.minutes:g} "
         f"--mni-minutes {args.mni_minutes:g} --l1-fraction {args.l1_fraction:g} "
         f"--refine-fraction {args.refine_fraction:g}{lam_flag}"
+        f"{''.join(f' --cgan-set {o}' for o in args.cgan_set)}"
         f"{' --pair-model independent' if independent else ''}`{' --quick' if args.quick else ''} "
         f"on {machine(args.threads)}.",
         "",

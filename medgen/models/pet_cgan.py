@@ -17,7 +17,14 @@ Variants (constructor flags):
   estimate as its input and refines it. Here both stages train in the same loop, stage 2 on the
   detached stage-1 estimate (the paper trains them one after the other);
 * ``residual=True`` — G predicts a correction added to its input (residual learning; off in
-  the paper). On a CPU budget it learns much faster, since G starts at the identity.
+  the paper). On a CPU budget it learns much faster, since G starts at the identity;
+* ``noise_channels=k`` — G also gets k channels of Gaussian noise z (the c-GAN's noise vector,
+  :class:`~medgen.networks.noise_input.NoiseInput`), and ``samples=K`` makes the estimate the
+  mean of K draws. Why: D compares G(x) with a *noisy* full dose, so an adversarially trained G
+  adds noise texture, and texture independent of the real full dose's noise costs PSNR (an
+  exact conditional sample has twice the conditional mean's squared error, 3 dB less). With z, G
+  can take that texture from z instead of from x; averaging draws then cancels it and estimates
+  the conditional mean, which is what PSNR rewards. One draw (``samples=1``) keeps the texture.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from medgen.losses.adversarial import AdversarialLoss
 from medgen.models.base import GenerativeModel
 from medgen.models.registry import register_model
 from medgen.models.tta import flip_ensemble
+from medgen.networks.noise_input import NoiseInput
 from medgen.networks.patch_discriminator import ConditionalPatchDiscriminator
 from medgen.networks.unet_generator import UNetGenerator
 
@@ -77,6 +85,10 @@ class PetCGAN(GenerativeModel):
         flip_ensemble: average the estimates of every flip of the input at inference
             (:mod:`medgen.models.tta`; ``2 ** spatial_dims`` passes, about +0.3-0.5 dB here);
             skipped in the engine's between-epoch validation, which only ranks checkpoints.
+        noise_channels: channels of Gaussian noise z appended to each generator's input
+            (0: a deterministic G, as in the paper).
+        samples: draws of z averaged into one estimate at inference (needs ``noise_channels``);
+            multiplies inference time, and each flip of ``flip_ensemble`` draws anew.
     """
 
     data_module = PairedVolumes
@@ -106,6 +118,8 @@ class PetCGAN(GenerativeModel):
         sw_overlap: float = 0.5,
         sw_batch_size: int = 4,
         flip_ensemble: bool = False,
+        noise_channels: int = 0,
+        samples: int = 1,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -126,6 +140,15 @@ class PetCGAN(GenerativeModel):
             raise ConfigError(f"model.lr and model.d_lr must be > 0, got {self.lr} and {self.d_lr}")
         self.sw_overlap, self.sw_batch_size = sw_overlap, sw_batch_size
         self.flip_ensemble = flip_ensemble
+        if noise_channels < 0:
+            raise ConfigError(f"model.noise_channels must be >= 0, got {noise_channels}")
+        if samples < 1:
+            raise ConfigError(f"model.samples must be >= 1, got {samples}")
+        if samples > 1 and noise_channels == 0:
+            raise ConfigError("model.samples > 1 needs model.noise_channels > 0 (a generator without noise "
+                              "gives the same estimate every time)")
+        self.noise_channels, self.samples = noise_channels, samples
+        self.divisor = 2 ** len(channels)
         try:
             self.adv_loss = AdversarialLoss(gan_loss)
         except ValueError as e:
@@ -133,10 +156,12 @@ class PetCGAN(GenerativeModel):
         if gan_loss == "wgan-gp":
             raise ConfigError("model.gan_loss=wgan-gp is not supported by pet-cgan (use bce, lsgan or hinge)")
 
-        def make_g(cin: int) -> UNetGenerator:
-            return UNetGenerator(
-                spatial_dims, cin, out_channels, channels, norm=norm, residual=residual, input_skip=input_skip
+        def make_g(cin: int) -> nn.Module:
+            net = UNetGenerator(
+                spatial_dims, cin + noise_channels, out_channels, channels, norm=norm, residual=residual,
+                input_skip=input_skip,
             )
+            return NoiseInput(net, noise_channels) if noise_channels else net
 
         def make_d() -> ConditionalPatchDiscriminator:
             return ConditionalPatchDiscriminator(
@@ -169,11 +194,11 @@ class PetCGAN(GenerativeModel):
 
     # --- training -----------------------------------------------------------------------
     def _check_sides(self, x: torch.Tensor, what: str) -> None:
-        div = self.G.divisor
+        div = self.divisor
         if any(s % div for s in x.shape[2:]):
             raise ConfigError(
                 f"{what} sides {tuple(x.shape[2:])} must be multiples of {div} for a generator with "
-                f"{len(self.G.channels)} levels (set data.patch_size or model.channels)"
+                f"{div.bit_length() - 1} levels (set data.patch_size or model.channels)"
             )
 
     def _stage_step(
@@ -222,7 +247,7 @@ class PetCGAN(GenerativeModel):
         roi = tuple(self.roi_size) if self.roi_size is not None else (32,) * self.spatial_dims
         if len(roi) != self.spatial_dims:
             raise ConfigError(f"sliding-window ROI {roi} does not have {self.spatial_dims} dimensions")
-        div = self.G.divisor
+        div = self.divisor
         if any(r % div for r in roi):
             raise ConfigError(f"data.patch_size {roi} must be multiples of {div} for model.channels")
         return roi
@@ -238,11 +263,17 @@ class PetCGAN(GenerativeModel):
             padding_mode="replicate",
         )
         net = self.exported_network()
+
+        def estimate(v: torch.Tensor) -> torch.Tensor:  # mean of the z draws (one without noise)
+            total = inferer(v, net).float()
+            for _ in range(self.samples - 1):
+                total = total + inferer(v, net).float()
+            return total / self.samples
+
         with self.autocast():
             if self.flip_ensemble and not self.periodic_validation:
-                return flip_ensemble(lambda v: inferer(v, net), x, self.spatial_dims)
-            out = inferer(x, net)
-        return out.float()
+                return flip_ensemble(estimate, x, self.spatial_dims)
+            return estimate(x)
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         x = batch["source"]

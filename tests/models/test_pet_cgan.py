@@ -94,6 +94,29 @@ def test_flip_ensemble_at_inference_not_in_periodic_validation():
     assert not torch.allclose(expected, net(x), atol=1e-3)
 
 
+def test_noise_input_makes_draws_differ_and_samples_average_them():
+    torch.manual_seed(0)
+    model = PetCGAN(noise_channels=1, samples=4, **TINY).eval()
+    model.roi_size = (16, 16, 16)  # one window: the sliding window returns net(x) itself
+    assert model.G.net.in_channels == 2 and model.D.in_channels == 2  # z goes to G, not to D
+    x = torch.rand(1, 1, 16, 16, 16) * 2 - 1
+    net = model.exported_network()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        draws = torch.stack([net(x) for _ in range(4)])
+    torch.manual_seed(1)
+    assert torch.allclose(model.infer(x), draws.mean(0), atol=1e-5)
+    assert not torch.allclose(draws[0], draws[1], atol=1e-4)
+    # the mean of K draws varies about 1/K as much as one draw does
+    spread = {}
+    for k in (1, 8):
+        model.samples = k
+        spread[k] = torch.stack([model.infer(x) for _ in range(6)]).var(0).mean()
+    assert spread[8] < 0.4 * spread[1]
+    logs = PetCGAN(noise_channels=2, refine=True, **TINY).training_step(_batch(), 0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+
+
 def test_discriminator_learning_rate_is_separate_and_defaults_to_g():
     same = PetCGAN(refine=True, lr=1e-3, **TINY)
     assert {n: o.defaults["lr"] for n, o in same.setup_optimizers().items()} == {"G": 1e-3, "D": 1e-3, "G2": 1e-3, "D2": 1e-3}
@@ -108,6 +131,10 @@ def test_bad_settings_are_config_errors():
         PetCGAN(gan_loss="nope", **TINY)
     with pytest.raises(ConfigError, match="lambda_l1"):
         PetCGAN(adversarial=False, lambda_l1=0.0, **TINY)
+    with pytest.raises(ConfigError, match="noise_channels"):
+        PetCGAN(samples=2, **TINY)  # without z every draw is the same
+    with pytest.raises(ConfigError, match="samples"):
+        PetCGAN(noise_channels=1, samples=0, **TINY)
     model = PetCGAN(**TINY)
     model.roi_size = (18, 18, 18)  # divisor is 4 for two levels
     with pytest.raises(ConfigError, match="patch_size"):

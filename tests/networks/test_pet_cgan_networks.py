@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from medgen.networks.noise_input import NoiseInput
 from medgen.networks.patch_discriminator import ConditionalPatchDiscriminator
 from medgen.networks.unet_generator import UNetGenerator
 
@@ -80,3 +81,25 @@ def test_input_skip_top_level_sees_the_input_at_full_resolution(dims):
         g.final.conv.weight[(0, 4) + (1,) * dims] = 1.0  # centre tap on the input channel
     y = g(x)
     assert torch.allclose(y, 2 * x, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_noise_input_appends_fresh_gaussian_channels(dims):
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, h):
+            seen.append(h)
+            return h[:, :1]
+
+    net = NoiseInput(Probe(), noise_channels=2)
+    x = torch.rand((3, 1) + (8,) * dims)
+    assert net(x).shape == x.shape
+    net(x)
+    first, second = seen
+    assert first.shape == (3, 3) + (8,) * dims and torch.equal(first[:, :1], x)
+    z = first[:, 1:]
+    assert abs(float(z.mean())) < 0.2 and 0.8 < float(z.std()) < 1.2
+    assert not torch.equal(z, second[:, 1:])  # drawn anew at every call
+    with pytest.raises(ValueError, match="noise_channels"):
+        NoiseInput(Probe(), 0)
