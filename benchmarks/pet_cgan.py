@@ -523,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         "CPU-sized overrides " + ", ".join(f"`{o}`" for o in BENCH_OVERRIDES if o.startswith("model.")) +
         "; flip augmentation of the training pairs and D's objective halved (pix2pix); trained by the engine, "
         "best.pt by val/psnr; whole-volume Gaussian sliding-window inference averaged over the 8 flips of the "
-        "input (`model.flip_ensemble`, the config default; the single-pass row is the same c-GAN without it).",
+        "input (`model.flip_ensemble`, the config default; the single-pass row is the same c-GAN without it"
+        + (", and one draw of z)" if args.cgan_set else ")") + "."
+        + ("" if not args.cgan_set else " The c-GANs also take " + ", ".join(f"`{o}`" for o in args.cgan_set)
+           + " (`--cgan-set`; the L1-only U-Net does not)."),
         "",
     ]
     text = "\n".join(header) + "\n" + "\n\n".join(format_result(r) for r in results) + "\n"
