@@ -148,7 +148,6 @@ class PetCGAN(GenerativeModel):
             raise ConfigError("model.samples > 1 needs model.noise_channels > 0 (a generator without noise "
                               "gives the same estimate every time)")
         self.noise_channels, self.samples = noise_channels, samples
-        self.divisor = 2 ** len(channels)
         try:
             self.adv_loss = AdversarialLoss(gan_loss)
         except ValueError as e:
@@ -193,12 +192,17 @@ class PetCGAN(GenerativeModel):
         return opts
 
     # --- training -----------------------------------------------------------------------
+    @property
+    def _unet(self) -> UNetGenerator:
+        """Stage 1's U-Net (inside its noise input, if any): its divisor fixes the valid sizes."""
+        return self.G.net if isinstance(self.G, NoiseInput) else self.G
+
     def _check_sides(self, x: torch.Tensor, what: str) -> None:
-        div = self.divisor
+        div = self._unet.divisor
         if any(s % div for s in x.shape[2:]):
             raise ConfigError(
                 f"{what} sides {tuple(x.shape[2:])} must be multiples of {div} for a generator with "
-                f"{div.bit_length() - 1} levels (set data.patch_size or model.channels)"
+                f"{len(self._unet.channels)} levels (set data.patch_size or model.channels)"
             )
 
     def _stage_step(
@@ -247,7 +251,7 @@ class PetCGAN(GenerativeModel):
         roi = tuple(self.roi_size) if self.roi_size is not None else (32,) * self.spatial_dims
         if len(roi) != self.spatial_dims:
             raise ConfigError(f"sliding-window ROI {roi} does not have {self.spatial_dims} dimensions")
-        div = self.divisor
+        div = self._unet.divisor
         if any(r % div for r in roi):
             raise ConfigError(f"data.patch_size {roi} must be multiples of {div} for model.channels")
         return roi
@@ -265,10 +269,7 @@ class PetCGAN(GenerativeModel):
         net = self.exported_network()
 
         def estimate(v: torch.Tensor) -> torch.Tensor:  # mean of the z draws (one without noise)
-            total = inferer(v, net).float()
-            for _ in range(self.samples - 1):
-                total = total + inferer(v, net).float()
-            return total / self.samples
+            return sum(inferer(v, net).float() for _ in range(self.samples)) / self.samples
 
         with self.autocast():
             if self.flip_ensemble and not self.periodic_validation:
