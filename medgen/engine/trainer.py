@@ -99,6 +99,8 @@ class Trainer:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.epoch = 0  # epochs completed
+        self.minutes_before = 0.0  # training minutes of earlier sessions of a resumed run
+        self._t0 = time.monotonic()  # start of this session's loop
         self.global_step = 0
         self.run_id: str | None = None
         self.last_metrics: dict[str, float] = {}
@@ -127,14 +129,20 @@ class Trainer:
         if not self.optimizers:
             raise TrainingError(f"model {type(model).__name__} configured no optimisers")
         o = self.config.optim
+        spent = (lambda: self.minutes() / self.cfg.max_minutes) if self.cfg.max_minutes else None
         self.schedulers = {
-            n: make_scheduler(opt, o.lr_policy, self.max_epochs, o.constant_epochs) for n, opt in self.optimizers.items()
+            n: make_scheduler(opt, o.lr_policy, self.max_epochs, o.constant_epochs, spent)
+            for n, opt in self.optimizers.items()
         }
         use_scaler = self.use_amp and self.amp_dtype == torch.float16
         self.scalers = {n: torch.amp.GradScaler("cuda", enabled=use_scaler) for n in self.optimizers}
         model._step_fn = self._optimizer_step
         model._autocast = self._autocast
         model.max_epochs = self.max_epochs
+
+    def minutes(self) -> float:
+        """Training minutes so far, earlier sessions of a resumed run included."""
+        return self.minutes_before + (time.monotonic() - self._t0) / 60.0
 
     def _optimizer_step(self, name: str, loss: torch.Tensor) -> None:
         """Zero grads, backward (scaled), average across ranks, unscale, clip, step."""
@@ -204,6 +212,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "minutes": self.minutes(),
             "model": self.model.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
@@ -229,6 +238,7 @@ class Trainer:
         self.model.load_extra_state(ckpt.get("extra") or {})
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
+        self.minutes_before = float(ckpt.get("minutes", 0.0))
         best = ckpt.get("best") or {}
         if best.get("metric") == self.best_metric:
             self.best_value, self.best_epoch = best.get("value"), best.get("epoch")
@@ -310,7 +320,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        t0 = time.monotonic()
+        self._t0 = time.monotonic()
         steps_per_epoch = self._steps_per_epoch()
         bar = tqdm(
             total=(self.max_epochs - self.epoch) * steps_per_epoch,
@@ -338,7 +348,7 @@ class Trainer:
                 metrics = {f"train/{k}": v for k, v in losses.items()}
                 metrics.update(lrs)
                 last = self.epoch == self.max_epochs
-                out_of_time = cfg.max_minutes is not None and (time.monotonic() - t0) / 60.0 > cfg.max_minutes
+                out_of_time = cfg.max_minutes is not None and self.minutes() > cfg.max_minutes
                 out_of_time = self.dist.broadcast_object(out_of_time)
                 final = last or out_of_time
                 improved = False

@@ -5,7 +5,7 @@ import torch
 from mlflow import MlflowClient
 
 from medgen.engine import Trainer, load_task, train
-from medgen.engine.schedules import lr_factor
+from medgen.engine.schedules import lr_factor, time_factor
 from medgen.engine.trainer import infer_mode
 from medgen.errors import ConfigError, InputError, TrainingError
 from medgen.tracking import resolve_tracking_uri
@@ -151,3 +151,16 @@ def test_time_budget_and_step_cap_stop_cleanly():
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 1  # stopped after the epoch over budget
     assert "val/psnr" in ckpt["metrics"]  # the last epoch is always validated
     assert client().get_run(run_id).info.status == "FINISHED"
+
+
+def test_linear_decay_follows_the_wall_clock_budget(monkeypatch):
+    # half the budget at the full rate, then linear to zero when the minutes are spent
+    assert [time_factor(f, "linear", 100) for f in (0.0, 0.5, 0.75, 1.0, 1.2)] == pytest.approx([1, 1, 0.5, 0, 0])
+    assert time_factor(0.9, "linear", 100, constant_epochs=80) == pytest.approx(0.5)
+    assert time_factor(0.9, "constant", 100) == 1.0
+    # a clock that advances with the steps, half a minute per (3-step) epoch: 2 minutes hold 4 epochs
+    monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)
+    run_id = train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
+    lrs = [m.value for m in sorted(client().get_metric_history(run_id, "lr/G"), key=lambda m: m.step)]
+    assert lrs == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3, 0.0])  # stopped after the epoch past 2 minutes
+    assert torch.load(checkpoint(run_id), weights_only=True)["minutes"] == pytest.approx(2.5)
