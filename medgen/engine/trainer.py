@@ -140,6 +140,14 @@ class Trainer:
         model._autocast = self._autocast
         model.max_epochs = self.max_epochs
 
+    def progress(self) -> float:
+        """Share of the budget spent: epochs, or minutes under ``trainer.max_minutes``, whichever
+        is further along (at most 1)."""
+        p = self.epoch / self.max_epochs
+        if self.cfg.max_minutes:
+            p = max(p, self.minutes() / self.cfg.max_minutes)
+        return min(1.0, p)
+
     def minutes(self) -> float:
         """Training minutes so far, earlier sessions of a resumed run included."""
         return self.minutes_before + (time.monotonic() - self._t0) / 60.0
@@ -333,6 +341,7 @@ class Trainer:
             while self.epoch < self.max_epochs:
                 epoch = self.epoch
                 self.model.epoch = epoch
+                self.model.progress = self.dist.broadcast_object(self.progress())  # one clock for all ranks
                 self.model.on_epoch_start(epoch)
                 bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
                 lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch

@@ -10,9 +10,11 @@
   in the reference code), so mapping is one forward pass.
 
 Training schedule in the engine's single loop: the first epochs train the GAN, the last
-``encoder_fraction`` of ``max_epochs`` (at least one epoch when ``max_epochs >= 2``) train the
-encoder with G and D frozen and in eval mode. ``model.epoch``/``model.max_epochs`` (kept by the
-engine) say which phase runs. For time-budgeted runs, ``gan_minutes`` switches to the encoder at
+``encoder_fraction`` of the budget (at least one epoch when ``max_epochs >= 2``) trains the
+encoder with G and D frozen and in eval mode. ``model.epoch``/``model.max_epochs`` and
+``model.progress`` (kept by the engine) say which phase runs: under ``trainer.max_minutes`` the
+encoder starts once ``1 - encoder_fraction`` of the minutes are spent, even if the epochs would
+say it is early. ``gan_minutes`` instead switches to the encoder at
 the first epoch that starts after that much wall time instead (then ``trainer.max_minutes`` ends
 training; keep epochs short with ``trainer.steps_per_epoch``). Use ``optim.lr_policy: constant`` (the papers use constant rates;
 a decaying schedule would starve the encoder phase).
@@ -74,7 +76,8 @@ class AnoGAN(GenerativeModel):
         lr, betas: Adam for G and D; ``None`` = the paper's (DCGAN 2e-4, (0.5, 0.999);
             WGAN-GP 1e-4, (0.0, 0.9)).
         encoder_lr: RMSProp rate of the encoder (reference code: 5e-5).
-        encoder_fraction: last fraction of the epochs that trains the encoder (G, D frozen).
+        encoder_fraction: last fraction of the budget (epochs, or minutes under a time budget)
+            that trains the encoder (G, D frozen).
         gan_minutes: instead of ``encoder_fraction``: train the GAN for this many minutes of
             wall time (checked at each epoch start), then the encoder until training ends
             (``trainer.max_minutes``/``max_epochs``) -- for time-budgeted CPU runs.
@@ -207,11 +210,15 @@ class AnoGAN(GenerativeModel):
 
     @property
     def phase(self) -> str:
-        """``"gan"`` for the first epochs, ``"encoder"`` for the last ``encoder_epochs``
-        (or, with ``gan_minutes``, from the first epoch that starts after that time)."""
+        """``"gan"`` first, ``"encoder"`` for the last ``encoder_epochs`` or once the engine's
+        ``progress`` (which also counts a time budget) reaches ``1 - encoder_fraction``; with
+        ``gan_minutes``, from the first epoch that starts after that time."""
         if self.gan_minutes is not None:
             return "encoder" if self.encoder_from_epoch is not None and self.epoch >= self.encoder_from_epoch else "gan"
-        return "encoder" if self.epoch >= self.max_epochs - self.encoder_epochs and self.encoder_epochs else "gan"
+        if not self.encoder_epochs:
+            return "gan"
+        late = self.epoch >= self.max_epochs - self.encoder_epochs or self.progress >= 1.0 - self.encoder_fraction
+        return "encoder" if late else "gan"
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.gan_minutes is None or self.encoder_from_epoch is not None:

@@ -47,6 +47,10 @@ class GenerativeModel(nn.Module):
         self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.epoch = 0  # current epoch (0-based), kept up to date by the engine
         self.max_epochs = 1
+        # Share of the training budget spent when the current epoch started, kept by the engine:
+        # epochs, or minutes under trainer.max_minutes, whichever is further along. Schedules that
+        # must finish within the run (phases, ramps, Ganin's GRL coefficient) read it.
+        self.progress = 0.0
         self.roi_size: tuple[int, ...] | None = None  # sliding-window ROI, set from data.patch_size
         # True while the engine validates between epochs: a model may skip costly test-time
         # extras then (e.g. a flip ensemble); `medgen evaluate`/`infer` always run the full path.

@@ -164,3 +164,16 @@ def test_linear_decay_follows_the_wall_clock_budget(monkeypatch):
     lrs = [m.value for m in sorted(client().get_metric_history(run_id, "lr/G"), key=lambda m: m.step)]
     assert lrs == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3, 0.0])  # stopped after the epoch past 2 minutes
     assert torch.load(checkpoint(run_id), weights_only=True)["minutes"] == pytest.approx(2.5)
+
+
+def test_model_sees_the_share_of_the_budget_spent(monkeypatch):
+    from toy import ToyModel
+
+    seen = []
+    monkeypatch.setattr(ToyModel, "on_epoch_start", lambda self, epoch: seen.append(self.progress))
+    train(toy_config(trainer={"max_epochs": 4, "val_images": False}))
+    assert seen == pytest.approx([0, 0.25, 0.5, 0.75])  # epochs without a time budget
+    seen.clear()
+    monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)  # half a minute per epoch
+    train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
+    assert seen == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])  # minutes, further along than epochs

@@ -71,6 +71,23 @@ def test_phase_schedule():
     assert m.phase == "gan"  # one epoch: the GAN only
 
 
+def test_phase_follows_a_time_budget():
+    # 100 epochs would put the encoder at epoch 70, but the minutes run out first: the engine's
+    # progress (minutes spent / trainer.max_minutes) switches it once 70 % of them are gone
+    m = tiny(encoder_fraction=0.3)
+    m.max_epochs = 100
+    phases = []
+    for e in range(5):
+        m.epoch, m.progress = e, 0.2 * e
+        phases.append(m.phase)
+    assert phases == ["gan"] * 4 + ["encoder"]
+    m.epoch, m.progress = 1, 0.1
+    assert m.phase == "gan"
+    m = tiny(encoder_fraction=0.0)
+    m.max_epochs, m.epoch, m.progress = 100, 4, 0.99
+    assert m.phase == "gan"  # no encoder share, no encoder phase
+
+
 def test_phase_by_wall_time(monkeypatch):
     import medgen.models.anogan as mod
 
