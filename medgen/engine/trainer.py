@@ -101,6 +101,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.minutes_before = 0.0  # training minutes of earlier sessions of a resumed run
         self._t0 = time.monotonic()  # start of this session's loop
+        self._clock = 0.0  # minutes() as rank 0 last read it: LR schedules and progress use it
         self.global_step = 0
         self.run_id: str | None = None
         self.last_metrics: dict[str, float] = {}
@@ -129,7 +130,7 @@ class Trainer:
         if not self.optimizers:
             raise TrainingError(f"model {type(model).__name__} configured no optimisers")
         o = self.config.optim
-        spent = (lambda: self.minutes() / self.cfg.max_minutes) if self.cfg.max_minutes else None
+        spent = (lambda: self._clock / self.cfg.max_minutes) if self.cfg.max_minutes else None
         self.schedulers = {
             n: make_scheduler(opt, o.lr_policy, self.max_epochs, o.constant_epochs, spent)
             for n, opt in self.optimizers.items()
@@ -145,8 +146,12 @@ class Trainer:
         is further along (at most 1)."""
         p = self.epoch / self.max_epochs
         if self.cfg.max_minutes:
-            p = max(p, self.minutes() / self.cfg.max_minutes)
+            p = max(p, self._clock / self.cfg.max_minutes)
         return min(1.0, p)
+
+    def _read_clock(self) -> None:
+        """Rank 0's minutes for every rank: replicas must agree on learning rates and phases."""
+        self._clock = self.dist.broadcast_object(self.minutes())
 
     def minutes(self) -> float:
         """Training minutes so far, earlier sessions of a resumed run included."""
@@ -341,7 +346,8 @@ class Trainer:
             while self.epoch < self.max_epochs:
                 epoch = self.epoch
                 self.model.epoch = epoch
-                self.model.progress = self.dist.broadcast_object(self.progress())  # one clock for all ranks
+                self._read_clock()
+                self.model.progress = self.progress()
                 self.model.on_epoch_start(epoch)
                 bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
                 lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch
@@ -350,6 +356,7 @@ class Trainer:
                     # A model may leave an optimiser idle for a whole epoch (e.g. f-AnoGAN's encoder
                     # during the GAN phase); the epoch-indexed schedule is still right then.
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                    self._read_clock()
                     for s in self.schedulers.values():
                         s.step()
                 self.dist.broadcast_module(self.model, buffers_only=True)
@@ -357,8 +364,7 @@ class Trainer:
                 metrics = {f"train/{k}": v for k, v in losses.items()}
                 metrics.update(lrs)
                 last = self.epoch == self.max_epochs
-                out_of_time = cfg.max_minutes is not None and self.minutes() > cfg.max_minutes
-                out_of_time = self.dist.broadcast_object(out_of_time)
+                out_of_time = cfg.max_minutes is not None and self._clock > cfg.max_minutes
                 final = last or out_of_time
                 improved = False
                 if final or self.epoch % max(1, cfg.val_every) == 0:
