@@ -24,10 +24,7 @@ Variants (constructor flags):
   adds noise texture, and texture independent of the real full dose's noise costs PSNR (an
   exact conditional sample has twice the conditional mean's squared error, 3 dB less). With z, G
   can take that texture from z instead of from x; averaging draws then cancels it and estimates
-  the conditional mean, which is what PSNR rewards. One draw (``samples=1``) keeps the texture;
-* ``ema_decay=d`` — inference uses an exponential moving average of each generator's weights
-  (Yazıcı et al., ICLR 2019; Karras et al. 2018): averaging the iterates smooths the oscillation
-  of adversarial training, and the texture each iterate adds is partly averaged away with it.
+  the conditional mean, which is what PSNR rewards. One draw (``samples=1``) keeps the texture.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from medgen.data.modules import PairedVolumes
 from medgen.errors import ConfigError
@@ -93,10 +89,6 @@ class PetCGAN(GenerativeModel):
             (0: a deterministic G, as in the paper).
         samples: draws of z averaged into one estimate at inference (needs ``noise_channels``);
             multiplies inference time, and each flip of ``flip_ensemble`` draws anew.
-        ema_decay: decay of an exponential moving average of the generators' weights (and
-            normalisation statistics), updated after every generator step and used for all
-            validation and inference (0: the last weights, as in the paper). 0.999 averages over
-            about the last thousand steps.
     """
 
     data_module = PairedVolumes
@@ -128,7 +120,6 @@ class PetCGAN(GenerativeModel):
         flip_ensemble: bool = False,
         noise_channels: int = 0,
         samples: int = 1,
-        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -157,8 +148,6 @@ class PetCGAN(GenerativeModel):
             raise ConfigError("model.samples > 1 needs model.noise_channels > 0 (a generator without noise "
                               "gives the same estimate every time)")
         self.noise_channels, self.samples = noise_channels, samples
-        if not 0 <= ema_decay < 1:
-            raise ConfigError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
         try:
             self.adv_loss = AdversarialLoss(gan_loss)
         except ValueError as e:
@@ -187,13 +176,6 @@ class PetCGAN(GenerativeModel):
             if refine and adversarial
             else None
         )
-        # Weight averages of the generators, by optimiser name; the inference path uses them.
-        generators = {"G": self.G, **({"G2": self.G2} if refine else {})}
-        self.ema = nn.ModuleDict(
-            {n: AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-             for n, g in generators.items()} if ema_decay > 0 else {}
-        )
-        self.ema.requires_grad_(False)  # updated by averaging, never by an optimiser
 
     # --- optimisers ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -245,8 +227,6 @@ class PetCGAN(GenerativeModel):
                     g_adv = self.adv_loss.g_loss(D(x, fake))
                     g_loss = g_loss + g_adv
             self.optimizer_step(g_name, g_loss)
-        if g_name in self.ema:
-            self.ema[g_name].update_parameters(G)
         prefix = "g" if g_name == "G" else g_name.lower()
         logs[f"{prefix}_l1"] = float(l1.detach())
         logs[f"{prefix}_loss"] = float(g_loss.detach())
@@ -265,8 +245,7 @@ class PetCGAN(GenerativeModel):
 
     # --- inference ----------------------------------------------------------------------
     def exported_network(self) -> nn.Module:
-        stages = [self.ema[n].module if n in self.ema else g for n, g in (("G", self.G), ("G2", self.G2)) if g is not None]
-        return CascadedGenerator(*stages) if len(stages) > 1 else stages[0]
+        return CascadedGenerator(self.G, self.G2) if self.G2 is not None else self.G
 
     def _roi(self) -> tuple[int, ...]:
         roi = tuple(self.roi_size) if self.roi_size is not None else (32,) * self.spatial_dims

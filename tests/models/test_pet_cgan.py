@@ -117,41 +117,6 @@ def test_noise_input_makes_draws_differ_and_samples_average_them():
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
 
 
-def test_weight_average_follows_the_generator_and_serves_inference():
-    torch.manual_seed(0)
-    d = 0.75
-    model = PetCGAN(ema_decay=d, refine=True, **TINY)
-    assert set(model.ema) == {"G", "G2"} and not any(p.requires_grad for p in model.ema.parameters())
-    batch = _batch()
-    seen = []  # G's weights after each step
-    for step in range(3):
-        model.training_step(batch, step)
-        seen.append(_snapshot(model.G))
-    # the first update copies, then avg <- d * avg + (1 - d) * weights
-    expected = [d * (d * w1 + (1 - d) * w2) + (1 - d) * w3 for w1, w2, w3 in zip(*seen)]
-    for avg, exp in zip(model.ema["G"].module.parameters(), expected):
-        assert torch.allclose(avg, exp, atol=1e-6)
-    assert _changed(model.ema["G"].module, seen[-1])  # inference does not use the last weights
-    # normalisation statistics are averaged too
-    bn = [m for m in model.ema["G"].module.modules() if isinstance(m, torch.nn.BatchNorm3d)][0]
-    bn_g = [m for m in model.G.modules() if isinstance(m, torch.nn.BatchNorm3d)][0]
-    assert not torch.equal(bn.running_mean, bn_g.running_mean)
-
-    model.eval()
-    model.roi_size = (16, 16, 16)
-    x = _batch()["source"][:1]
-    with torch.no_grad():
-        by_hand = model.ema["G2"].module(model.ema["G"].module(x))
-    assert torch.allclose(model.infer(x), by_hand, atol=1e-5)
-    # a checkpoint's state dict carries the averages
-    fresh = PetCGAN(ema_decay=d, refine=True, **TINY).eval()
-    fresh.roi_size = (16, 16, 16)
-    fresh.load_state_dict(model.state_dict())
-    assert torch.allclose(fresh.infer(x), by_hand, atol=1e-5)
-    with pytest.raises(ConfigError, match="ema_decay"):
-        PetCGAN(ema_decay=1.0, **TINY)
-
-
 def test_discriminator_learning_rate_is_separate_and_defaults_to_g():
     same = PetCGAN(refine=True, lr=1e-3, **TINY)
     assert {n: o.defaults["lr"] for n, o in same.setup_optimizers().items()} == {"G": 1e-3, "D": 1e-3, "G2": 1e-3, "D2": 1e-3}
