@@ -21,13 +21,18 @@ from medgen.errors import ConfigError
 POLICIES = ("constant", "linear")
 
 
+def _constant(max_epochs: int, constant_epochs: int | None) -> int:
+    """Epochs at the initial rate: ``constant_epochs``, by default half of ``max_epochs``."""
+    return max_epochs // 2 if constant_epochs is None else int(constant_epochs)
+
+
 def lr_factor(epoch: int, policy: str, max_epochs: int, constant_epochs: int | None = None) -> float:
     """Multiplier of the initial learning rate during (0-based) `epoch`."""
     if policy == "constant":
         return 1.0
     if policy != "linear":
         raise ConfigError(f"optim.lr_policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-    c = max_epochs // 2 if constant_epochs is None else int(constant_epochs)
+    c = _constant(max_epochs, constant_epochs)
     if c >= max_epochs:
         return 1.0
     # pix2pix's rule: 1 - max(0, e + 1 - c) / (decay_epochs + 1); zero at e = max_epochs.
@@ -39,7 +44,7 @@ def time_factor(spent: float, policy: str, max_epochs: int, constant_epochs: int
     of the budget as of the epochs, then linear to zero when the budget is spent."""
     if policy == "constant":
         return 1.0
-    c = (max_epochs // 2 if constant_epochs is None else int(constant_epochs)) / max_epochs
+    c = _constant(max_epochs, constant_epochs) / max_epochs
     if c >= 1:
         return 1.0
     return min(1.0, max(0.0, 1.0 - (spent - c) / (1.0 - c)))

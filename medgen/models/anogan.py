@@ -15,7 +15,7 @@ encoder with G and D frozen and in eval mode. ``model.epoch``/``model.max_epochs
 ``model.progress`` (kept by the engine) say which phase runs: under ``trainer.max_minutes`` the
 encoder starts once ``1 - encoder_fraction`` of the minutes are spent, even if the epochs would
 say it is early. ``gan_minutes`` instead switches to the encoder at
-the first epoch that starts after that much wall time instead (then ``trainer.max_minutes`` ends
+the first epoch that starts after that much wall time (then ``trainer.max_minutes`` ends
 training; keep epochs short with ``trainer.steps_per_epoch``). Use ``optim.lr_policy: constant`` (the papers use constant rates;
 a decaying schedule would starve the encoder phase).
 
