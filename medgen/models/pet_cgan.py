@@ -24,7 +24,13 @@ Variants (constructor flags):
   adds noise texture, and texture independent of the real full dose's noise costs PSNR (an
   exact conditional sample has twice the conditional mean's squared error, 3 dB less). With z, G
   can take that texture from z instead of from x; averaging draws then cancels it and estimates
-  the conditional mean, which is what PSNR rewards. One draw (``samples=1``) keeps the texture.
+  the conditional mean, which is what PSNR rewards. One draw (``samples=1``) keeps the texture;
+* ``l1_warmup=f`` — for the first share f of the training budget (epochs or
+  ``trainer.max_minutes``, whichever runs out first) G trains on λ·L1 alone and D is neither
+  trained nor asked: the content-loss initialisation of SRGAN (Ledig et al. 2017). Why: with λ
+  large the early steps are L1-dominated anyway, and D sits at chance (loss ≈ ln 2) until G's
+  estimates are good, so training it then buys nothing and costs each step two to three times
+  its L1-only price.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ class PetCGAN(GenerativeModel):
             (0: a deterministic G, as in the paper).
         samples: draws of z averaged into one estimate at inference (needs ``noise_channels``);
             multiplies inference time, and each flip of ``flip_ensemble`` draws anew.
+        l1_warmup: share of the training budget, in [0, 1), trained on λ·L1 alone before D
+            joins (0: adversarial from the first step, as in the paper).
     """
 
     data_module = PairedVolumes
@@ -120,6 +128,7 @@ class PetCGAN(GenerativeModel):
         flip_ensemble: bool = False,
         noise_channels: int = 0,
         samples: int = 1,
+        l1_warmup: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -148,6 +157,11 @@ class PetCGAN(GenerativeModel):
             raise ConfigError("model.samples > 1 needs model.noise_channels > 0 (a generator without noise "
                               "gives the same estimate every time)")
         self.noise_channels, self.samples = noise_channels, samples
+        if not 0 <= l1_warmup < 1:
+            raise ConfigError(f"model.l1_warmup must be in [0, 1), got {l1_warmup}")
+        if l1_warmup > 0 and not adversarial:
+            raise ConfigError("model.l1_warmup needs model.adversarial=true (the L1-only U-Net has no D to delay)")
+        self.l1_warmup = float(l1_warmup)
         try:
             self.adv_loss = AdversarialLoss(gan_loss)
         except ValueError as e:
@@ -210,6 +224,8 @@ class PetCGAN(GenerativeModel):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """One c-GAN update (D then G); returns G's estimate (with graph freed) and the losses."""
         logs: dict[str, float] = {}
+        if self.progress < self.l1_warmup:
+            D = None  # warm-up: G alone on λ·L1
         with self.autocast():
             fake = G(x)
         if D is not None:

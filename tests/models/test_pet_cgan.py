@@ -52,6 +52,20 @@ def test_l1_only_ablation_has_no_discriminator_and_learns():
     assert last["g_l1"] < 0.8 * first["g_l1"]  # fits a fixed tiny batch
 
 
+def test_l1_warmup_leaves_d_out_until_its_share_of_the_budget_is_spent():
+    torch.manual_seed(0)
+    model = PetCGAN(l1_warmup=0.5, **TINY)
+    batch = _batch()
+    g0, d0 = _snapshot(model.G), _snapshot(model.D)
+    model.progress = 0.49  # the engine sets this at each epoch start
+    logs = model.training_step(batch, 0)
+    assert set(logs) == {"g_l1", "g_loss"} and logs["g_loss"] == pytest.approx(300.0 * logs["g_l1"], rel=1e-5)
+    assert _changed(model.G, g0) and not _changed(model.D, d0)
+    model.progress = 0.5
+    logs = model.training_step(batch, 1)
+    assert set(logs) == {"d_loss", "g_loss", "g_l1", "g_adv"} and _changed(model.D, d0)
+
+
 def test_refine_stage_trains_on_the_first_estimate():
     torch.manual_seed(0)
     model = PetCGAN(refine=True, **TINY)
@@ -135,6 +149,10 @@ def test_bad_settings_are_config_errors():
         PetCGAN(samples=2, **TINY)  # without z every draw is the same
     with pytest.raises(ConfigError, match="samples"):
         PetCGAN(noise_channels=1, samples=0, **TINY)
+    with pytest.raises(ConfigError, match="l1_warmup"):
+        PetCGAN(l1_warmup=1.0, **TINY)  # D would never join
+    with pytest.raises(ConfigError, match="l1_warmup"):
+        PetCGAN(adversarial=False, l1_warmup=0.5, **TINY)
     model = PetCGAN(**TINY)
     model.roi_size = (18, 18, 18)  # divisor is 4 for two levels
     with pytest.raises(ConfigError, match="patch_size"):
