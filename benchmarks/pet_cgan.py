@@ -389,11 +389,12 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
         if name == "cgan":
             estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False, samples=1)
 
+    noise = any(o.startswith("model.noise_channels=") and not o.endswith("=0") for o in cgan_extra)
     methods = {
         "low-dose input (1/4)": [s.low for s in test_s],
         f"Gaussian (sigma {sigma} vox, fit on train)": [gaussian(s.low, sigma) for s in test_s],
         "L1-only 3D U-Net (ablation)": estimates["l1-unet"],
-        "3D c-GAN, single pass (no flip ensemble, one draw of z)": estimates["cgan-single"],
+        f"3D c-GAN, single pass (no flip ensemble{', one draw of z' if noise else ''})": estimates["cgan-single"],
         "3D c-GAN (adv + λ·L1)": estimates["cgan"],
         **({"concatenated 3D c-GANs (+ refinement stage)": estimates["cgan-refine"]} if "cgan-refine" in estimates else {}),
         "oracle: noise-free activity": [s.noise_free for s in test_s],
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         "; flip augmentation of the training pairs and D's objective halved (pix2pix); trained by the engine, "
         "best.pt by val/psnr; whole-volume Gaussian sliding-window inference averaged over the 8 flips of the "
         "input (`model.flip_ensemble`, the config default; the single-pass row is the same c-GAN without it"
-        + (", and one draw of z)" if args.cgan_set else ")") + "."
+        + (", and one draw of z)" if any(o.startswith("model.noise_channels=") for o in args.cgan_set) else ")") + "."
         + ("" if not args.cgan_set else " The c-GANs also take " + ", ".join(f"`{o}`" for o in args.cgan_set)
            + " (`--cgan-set`; the L1-only U-Net does not)."),
         "",

@@ -476,6 +476,8 @@ class Trainer:
         return self._fid_metrics
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
+        if not self.model.may_be_best():
+            return False
         value = metrics.get(self.best_metric)
         if value is None or not math.isfinite(value):
             if not self._warned_best and self.dist.is_main and metrics:

@@ -56,6 +56,14 @@ class GenerativeModel(nn.Module):
         # extras then (e.g. a flip ensemble); `medgen evaluate`/`infer` always run the full path.
         self.periodic_validation = False
 
+    def may_be_best(self) -> bool:
+        """Whether the weights as they are now may become ``best.pt`` (checked at validation).
+
+        A phased model answers False in phases that do not train the model it names, e.g. a
+        c-GAN's L1 warm-up: its checkpoints would win on PSNR without being a c-GAN's.
+        """
+        return True
+
     # --- to implement -------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError

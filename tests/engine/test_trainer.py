@@ -177,3 +177,16 @@ def test_model_sees_the_share_of_the_budget_spent(monkeypatch):
     monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)  # half a minute per epoch
     train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
     assert seen == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])  # minutes, further along than epochs
+
+
+def test_best_checkpoint_only_from_epochs_the_model_accepts(monkeypatch):
+    from toy import ToyModel
+
+    # A phased model (e.g. a c-GAN's L1 warm-up) refuses some epochs as best.pt: here all but
+    # the second (which started at progress 0.25), so best.pt must be epoch 2 whatever its PSNR.
+    monkeypatch.setattr(ToyModel, "may_be_best", lambda self: abs(self.progress - 0.25) < 1e-9)
+    run_id = train(toy_config(trainer={"max_epochs": 4, "val_images": False}))
+    psnr = {m.step: m.value for m in client().get_metric_history(run_id, "val/psnr")}
+    best = torch.load(checkpoint(run_id, "best.pt"), weights_only=True)
+    assert max(psnr, key=psnr.get) != 2  # the gate, not the metric, chose it
+    assert best["epoch"] == 2 and best["best"]["value"] == pytest.approx(psnr[2])

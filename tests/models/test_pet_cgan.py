@@ -61,7 +61,11 @@ def test_l1_warmup_leaves_d_out_until_its_share_of_the_budget_is_spent():
     logs = model.training_step(batch, 0)
     assert set(logs) == {"g_l1", "g_loss"} and logs["g_loss"] == pytest.approx(300.0 * logs["g_l1"], rel=1e-5)
     assert _changed(model.G, g0) and not _changed(model.D, d0)
+    assert not model.may_be_best()  # pure-L1 weights are not the c-GAN's best
     model.progress = 0.5
+    assert model.may_be_best()
+    l1_only = PetCGAN(adversarial=False, l1_warmup=0.5, **TINY)  # nothing to delay: every epoch counts
+    assert l1_only.may_be_best() and set(l1_only.training_step(batch, 0)) == {"g_l1", "g_loss"}
     logs = model.training_step(batch, 1)
     assert set(logs) == {"d_loss", "g_loss", "g_l1", "g_adv"} and _changed(model.D, d0)
 
@@ -151,8 +155,6 @@ def test_bad_settings_are_config_errors():
         PetCGAN(noise_channels=1, samples=0, **TINY)
     with pytest.raises(ConfigError, match="l1_warmup"):
         PetCGAN(l1_warmup=1.0, **TINY)  # D would never join
-    with pytest.raises(ConfigError, match="l1_warmup"):
-        PetCGAN(adversarial=False, l1_warmup=0.5, **TINY)
     model = PetCGAN(**TINY)
     model.roi_size = (18, 18, 18)  # divisor is 4 for two levels
     with pytest.raises(ConfigError, match="patch_size"):
