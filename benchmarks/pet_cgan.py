@@ -358,6 +358,11 @@ def save_validation_plot(runs: dict[str, dict], path: Path, title: str) -> Path:
 
 
 # --- one experiment --------------------------------------------------------------------------
+def uses_noise(overrides) -> bool:
+    """Whether config overrides give the c-GAN a noise input z."""
+    return any(o.startswith("model.noise_channels=") and o.split("=", 1)[1].strip() != "0" for o in overrides)
+
+
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
                    seed: int, patches: int, counts: float | None = None, l1_fraction: float = 1.0,
                    refine_fraction: float = 0.0, cgan_extra: tuple[str, ...] = (), independent: bool = False) -> dict:
@@ -389,7 +394,7 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
         if name == "cgan":
             estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False, samples=1)
 
-    noise = any(o.startswith("model.noise_channels=") and not o.endswith("=0") for o in cgan_extra)
+    noise = uses_noise(cgan_extra)
     methods = {
         "low-dose input (1/4)": [s.low for s in test_s],
         f"Gaussian (sigma {sigma} vox, fit on train)": [gaussian(s.low, sigma) for s in test_s],
@@ -526,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "; flip augmentation of the training pairs and D's objective halved (pix2pix); trained by the engine, "
         "best.pt by val/psnr; whole-volume Gaussian sliding-window inference averaged over the 8 flips of the "
         "input (`model.flip_ensemble`, the config default; the single-pass row is the same c-GAN without it"
-        + (", and one draw of z)" if any(o.startswith("model.noise_channels=") for o in args.cgan_set) else ")") + "."
+        + (", and one draw of z)" if uses_noise(args.cgan_set) else ")") + "."
         + ("" if not args.cgan_set else " The c-GANs also take " + ", ".join(f"`{o}`" for o in args.cgan_set)
            + " (`--cgan-set`; the L1-only U-Net does not)."),
         "",

@@ -227,8 +227,8 @@ class PetCGAN(GenerativeModel):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """One c-GAN update (D then G); returns G's estimate (with graph freed) and the losses."""
         logs: dict[str, float] = {}
-        if self.progress < self.l1_warmup:
-            D = None  # warm-up: G alone on λ·L1
+        if self._warming_up:
+            D = None  # G alone on λ·L1
         with self.autocast():
             fake = G(x)
         if D is not None:
@@ -262,10 +262,15 @@ class PetCGAN(GenerativeModel):
             logs.update(logs2)
         return logs
 
+    @property
+    def _warming_up(self) -> bool:
+        """In the L1 warm-up (``progress`` is the share spent when this epoch started)."""
+        return self.progress < self.l1_warmup
+
     def may_be_best(self) -> bool:
-        # The epoch just validated trained D (progress is read at its start): only such weights
-        # are a c-GAN's; the warm-up's pure-L1 weights would otherwise win on PSNR.
-        return self.progress >= self.l1_warmup
+        # Only epochs that trained D are a c-GAN's; the warm-up's pure-L1 weights would
+        # otherwise win best.pt on PSNR.
+        return not self._warming_up
 
     # --- inference ----------------------------------------------------------------------
     def exported_network(self) -> nn.Module:
