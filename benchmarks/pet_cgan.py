@@ -308,19 +308,26 @@ def train_model(name: str, root: Path, workdir: Path, minutes: float, n_train: i
 
 
 def validation_curve(run_id: str, workdir: Path) -> dict:
-    """Epochs run, the val/psnr history's best epoch and value and its last value, and the whole
-    curve against training minutes (``curve``: minutes, values) for :func:`save_validation_plot`."""
+    """Epochs run, the epoch and val/psnr of best.pt (the engine's tags: a c-GAN's best.pt skips
+    its L1 warm-up, so it need not be the curve's maximum), the last val/psnr, the epoch D joined
+    (first train/d_loss), and the whole curve against training minutes (``curve``: minutes,
+    values) for :func:`save_validation_plot`."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     hist = sorted(client.get_metric_history(run_id, "val/psnr"), key=lambda m: m.step)
     if not hist:
         return {}
-    start = client.get_run(run_id).info.start_time
-    best = max(hist, key=lambda m: m.value)
-    return {"epochs_run": hist[-1].step, "best_epoch": best.step, "best_val_psnr": best.value,
-            "last_val_psnr": hist[-1].value,
-            "curve": ([(m.timestamp - start) / 60000 for m in hist], [m.value for m in hist])}
+    run = client.get_run(run_id)
+    start, tags = run.info.start_time, run.data.tags
+    d_loss = sorted(client.get_metric_history(run_id, "train/d_loss"), key=lambda m: m.step)
+    best = ({"best_epoch": int(tags["medgen.best_epoch"]), "best_val_psnr": float(tags["medgen.best_val/psnr"])}
+            if "medgen.best_epoch" in tags else {})  # none: no epoch was allowed to be best.pt
+    return {"epochs_run": hist[-1].step, **best, "last_val_psnr": hist[-1].value,
+            "d_joined": d_loss[0].step if d_loss else None,
+            "d_joined_minute": (d_loss[0].timestamp - start) / 60000 if d_loss else None,
+            "curve": ([(m.timestamp - start) / 60000 for m in hist], [m.value for m in hist]),
+            "curve_epochs": [m.step for m in hist]}
 
 
 def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
@@ -353,8 +360,17 @@ def save_validation_plot(runs: dict[str, dict], path: Path, title: str) -> Path:
     from medgen.viz.plots import save_curves
 
     curves = {name: tuple(info["curve"]) for name, info in runs.items() if "curve" in info}
+    points, vlines = {}, {}
+    for name, info in runs.items():
+        if "curve" in info and "best_epoch" in info:
+            minutes, values = info["curve"]
+            if info["best_epoch"] in info["curve_epochs"]:
+                at = info["curve_epochs"].index(info["best_epoch"])
+                points[f"{name} best.pt"] = (minutes[at], values[at])
+        if info.get("d_joined_minute") is not None:
+            vlines[f"{name}: D joins"] = info["d_joined_minute"]
     return save_curves(path, curves, xlabel="training minutes", ylabel="val/psnr (dB, model intensity space)",
-                       title=title)
+                       title=title, points=points, vlines=vlines)
 
 
 # --- one experiment --------------------------------------------------------------------------
@@ -445,8 +461,9 @@ def format_result(r: dict) -> str:
         lines.append(f"| {method} | {v['psnr_full']:.2f} | {v['ssim_full']:.4f} | {nf} |")
     lines.append("")
     for name, info in r["runs"].items():
-        curve = (f"; val/psnr (model space) best {info['best_val_psnr']:.2f} at epoch {info['best_epoch']} of "
-                 f"{info['epochs_run']}, last {info['last_val_psnr']:.2f}") if "best_epoch" in info else ""
+        joined = f", D from epoch {info['d_joined']}" if info.get("d_joined") else ""
+        curve = (f"; best.pt: epoch {info['best_epoch']} of {info['epochs_run']}{joined}, val/psnr (model space) "
+                 f"{info['best_val_psnr']:.2f}, last {info['last_val_psnr']:.2f}") if "best_epoch" in info else ""
         lines.append(f"- {name}: {info['wall_min']:.1f} min wall training, {info['epochs']} epochs expected "
                      f"({info['probe_steps_per_min']:.0f} steps/min measured before it){curve}, "
                      f"MLflow run `{info['run_id']}`")

@@ -376,6 +376,10 @@ class Trainer:
                 if self.dist.is_main:
                     if improved:
                         self._save("best.pt")
+                        # The run page then says which epoch best.pt holds: with a gated model
+                        # (may_be_best) it need not be the metric curve's maximum.
+                        self.tracker.set_tags({"medgen.best_epoch": str(self.best_epoch),
+                                               f"medgen.best_{self.best_metric}": f"{self.best_value:.6g}"})
                     if final or self.epoch % max(1, cfg.checkpoint_every) == 0:
                         self._save("last.pt")
                         wrote_last_at = self.epoch

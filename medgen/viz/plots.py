@@ -12,8 +12,11 @@ from medgen.viz._figure import new_figure, save_png
 
 def save_curves(path, curves: Mapping[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]],
                 xlabel: str = "epoch", ylabel: str | None = None, title: str | None = None,
-                log_y: bool = False) -> Path:
-    """PNG with one line per named curve: values (x = 0, 1, ...) or an (x, y) pair of sequences."""
+                log_y: bool = False, points: Mapping[str, tuple[float, float]] | None = None,
+                vlines: Mapping[str, float] | None = None) -> Path:
+    """PNG with one line per named curve: values (x = 0, 1, ...) or an (x, y) pair of sequences;
+    ``points`` (name -> (x, y)) are drawn as stars and ``vlines`` (name -> x) as dotted lines,
+    e.g. the checkpoint kept and the epoch a training phase began."""
     fig = new_figure(1, 1, cell=4.0)
     ax = fig.subplots()
     for name, values in curves.items():
@@ -23,6 +26,10 @@ def save_curves(path, curves: Mapping[str, Sequence[float] | tuple[Sequence[floa
             y = np.asarray(values, float)
             x = np.arange(len(y))
         ax.plot(x, y, label=name, marker="." if len(y) < 30 else None)
+    for name, (x, y) in (points or {}).items():
+        ax.plot([x], [y], marker="*", markersize=12, linestyle="none", label=name)
+    for name, x in (vlines or {}).items():
+        ax.axvline(x, linestyle=":", color="0.4", label=name)
     ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel(ylabel)

@@ -190,3 +190,5 @@ def test_best_checkpoint_only_from_epochs_the_model_accepts(monkeypatch):
     best = torch.load(checkpoint(run_id, "best.pt"), weights_only=True)
     assert max(psnr, key=psnr.get) != 2  # the gate, not the metric, chose it
     assert best["epoch"] == 2 and best["best"]["value"] == pytest.approx(psnr[2])
+    tags = client().get_run(run_id).data.tags
+    assert tags["medgen.best_epoch"] == "2" and float(tags["medgen.best_val/psnr"]) == pytest.approx(psnr[2], rel=1e-5)

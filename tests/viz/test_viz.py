@@ -71,3 +71,9 @@ def test_curves_and_scatter(tmp_path):
     s = save_scatter(tmp_path / "s.png", np.random.rand(20, 2), labels=[0, 1] * 10)
     assert imread(c).shape[:2] == (400, 400)
     assert imread(s).shape[:2] == (400, 400)
+    # A kept checkpoint (star) and a phase start (dotted line) change the picture.
+    curves = {"val": ([0, 1, 2], [1.0, 3.0, 2.0])}
+    plain = imread(save_curves(tmp_path / "p.png", curves))
+    marked = imread(save_curves(tmp_path / "m.png", curves, points={"best.pt": (1, 3.0)}, vlines={"D joins": 0.5}))
+    changed = np.abs(plain[..., :3].astype(float) - marked[..., :3].astype(float)).max(-1) > 0.1
+    assert plain.shape == marked.shape and changed.mean() > 0.005  # star + line + legend entries
