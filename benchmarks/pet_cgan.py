@@ -321,8 +321,10 @@ def validation_curve(run_id: str, workdir: Path) -> dict:
     run = client.get_run(run_id)
     start, tags = run.info.start_time, run.data.tags
     d_loss = sorted(client.get_metric_history(run_id, "train/d_loss"), key=lambda m: m.step)
-    best = ({"best_epoch": int(tags["medgen.best_epoch"]), "best_val_psnr": float(tags["medgen.best_val/psnr"])}
-            if "medgen.best_epoch" in tags else {})  # none: no epoch was allowed to be best.pt
+    best = {}  # stays empty when no epoch was allowed to be best.pt
+    if "medgen.best_epoch" in tags:
+        epoch = int(tags["medgen.best_epoch"])
+        best = {"best_epoch": epoch, "best_val_psnr": next(m.value for m in hist if m.step == epoch)}
     return {"epochs_run": hist[-1].step, **best, "last_val_psnr": hist[-1].value,
             "d_joined": d_loss[0].step if d_loss else None,
             "d_joined_minute": (d_loss[0].timestamp - start) / 60000 if d_loss else None,
@@ -461,7 +463,7 @@ def format_result(r: dict) -> str:
         lines.append(f"| {method} | {v['psnr_full']:.2f} | {v['ssim_full']:.4f} | {nf} |")
     lines.append("")
     for name, info in r["runs"].items():
-        joined = f", D from epoch {info['d_joined']}" if info.get("d_joined") else ""
+        joined = f", D from epoch {info['d_joined']}" if info.get("d_joined") is not None else ""
         curve = (f"; best.pt: epoch {info['best_epoch']} of {info['epochs_run']}{joined}, val/psnr (model space) "
                  f"{info['best_val_psnr']:.2f}, last {info['last_val_psnr']:.2f}") if "best_epoch" in info else ""
         lines.append(f"- {name}: {info['wall_min']:.1f} min wall training, {info['epochs']} epochs expected "
