@@ -7,13 +7,20 @@ from the foreground (``pos``) or anywhere (``neg``), so patches of mostly air ar
 state is drawn from torch's generator on every call, so ``torch.manual_seed`` makes sampling
 reproducible and every DataLoader worker samples differently. Items hold plain tensors
 ``(C, *patch)`` (default collation works).
+
+Speed: sampling runs once per patch, thousands of times an epoch, so each volume's foreground
+and background voxel indices are computed once and reused (MONAI's ``fg_indices_key``), and
+cropping and augmentation run without MetaTensor tracking (patches carry no geometry). Both
+cut the cost of a patch about fivefold, which on a CPU was a quarter of a training step.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
     RandAffined,
@@ -22,6 +29,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
+from monai.transforms.utils import map_binary_to_indices
 from torch.utils.data import Dataset
 
 
@@ -62,12 +70,20 @@ class RandomPatches(Dataset):
         crop_keys = self.keys + ([label_key] if label_key else [])
         if label_key:
             self.cropper = RandCropByPosNegLabeld(crop_keys, label_key=label_key, spatial_size=self.patch_size,
-                                                  pos=pos, neg=neg, num_samples=1, allow_smaller=True)
+                                                  pos=pos, neg=neg, num_samples=1, allow_smaller=True,
+                                                  fg_indices_key="_fg_indices", bg_indices_key="_bg_indices")
+            self._indices: dict[int, tuple] = {}  # volume index -> (foreground, background) voxel indices
         else:
             from monai.transforms import RandSpatialCropd
 
             self.cropper = RandSpatialCropd(crop_keys, roi_size=self.patch_size, random_size=False)
         self.transform = transform
+        # One generator for the crop and the augmentation, re-seeded per patch (a fresh
+        # RandomState per transform and patch cost more than the crop itself).
+        self._rng = np.random.RandomState()
+        _share_generator(self.cropper, self._rng)
+        if transform is not None:
+            _share_generator(transform, self._rng)
 
     def __len__(self) -> int:
         return len(self.volumes) * self.patches_per_volume
@@ -75,20 +91,37 @@ class RandomPatches(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):  # ends `for patch in dataset` (the modulo below never would)
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
-        item = self.volumes[index % len(self.volumes)]
-        data = {k: item[k] for k in self.keys}
+        v = index % len(self.volumes)
+        item = self.volumes[v]
+        data = {k: _plain(item[k]) for k in self.keys}
         if self.label_key:
             data[self.label_key] = item[self.label_key]
+            if v not in self._indices:
+                self._indices[v] = map_binary_to_indices(_plain(item[self.label_key]) > 0)
+            data["_fg_indices"], data["_bg_indices"] = self._indices[v]
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        self.cropper.set_random_state(seed=seed)
-        patch = self.cropper(data)
-        if isinstance(patch, list):
-            patch = patch[0]
-        if self.transform is not None:
-            if hasattr(self.transform, "set_random_state"):
-                self.transform.set_random_state(seed=seed + 1)
-            patch = self.transform({k: patch[k] for k in self.keys})
+        tracking = get_track_meta()
+        set_track_meta(False)  # global in MONAI; restored below (sampling is single-threaded)
+        try:
+            self._rng.seed(seed)
+            patch = self.cropper(data)
+            if isinstance(patch, list):
+                patch = patch[0]
+            if self.transform is not None:
+                patch = self.transform({k: patch[k] for k in self.keys})
+        finally:
+            set_track_meta(tracking)
         return {k: _plain(patch[k]) for k in self.keys}
+
+
+def _share_generator(transform, rng: np.random.RandomState) -> None:
+    """Make every random transform in `transform` draw from `rng` (a Compose would otherwise
+    give each member a generator of its own, seeded once)."""
+    if isinstance(transform, Compose):
+        for t in transform.transforms:
+            _share_generator(t, rng)
+    elif hasattr(transform, "set_random_state"):
+        transform.set_random_state(state=rng)
 
 
 def _plain(x) -> torch.Tensor:
