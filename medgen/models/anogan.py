@@ -233,8 +233,8 @@ class AnoGAN(GenerativeModel):
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         self._require_networks()
         return {
-            "D": torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas),
-            "G": torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas),
+            "D": self.adam(self.discriminator.parameters(), self.lr, self.betas),
+            "G": self.adam(self.generator.parameters(), self.lr, self.betas),
             "E": torch.optim.RMSprop(self.encoder.parameters(), lr=self.encoder_lr),
         }
 

@@ -197,7 +197,7 @@ class PetCGAN(GenerativeModel):
     # --- optimisers ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         def adam(net: nn.Module, lr: float) -> torch.optim.Optimizer:
-            return torch.optim.Adam(net.parameters(), lr=lr, betas=self.betas)
+            return self.adam(net.parameters(), lr, self.betas)
 
         opts = {"G": adam(self.G, self.lr)}
         if self.D is not None:
