@@ -52,6 +52,18 @@ def test_l1_only_ablation_has_no_discriminator_and_learns():
     assert last["g_l1"] < 0.8 * first["g_l1"]  # fits a fixed tiny batch
 
 
+def test_mse_content_loss_is_logged_weighted_and_learns():
+    torch.manual_seed(0)
+    model = PetCGAN(content_loss="mse", lambda_l1=50.0, lr=1e-3, **TINY)
+    batch = _batch()
+    first = model.training_step(batch, 0)
+    assert set(first) == {"d_loss", "g_loss", "g_mse", "g_adv"}
+    assert first["g_loss"] == pytest.approx(first["g_adv"] + 50.0 * first["g_mse"], rel=1e-5)
+    for step in range(1, 40):
+        last = model.training_step(batch, step)
+    assert last["g_mse"] < 0.8 * first["g_mse"]
+
+
 def test_l1_warmup_leaves_d_out_until_its_share_of_the_budget_is_spent():
     torch.manual_seed(0)
     model = PetCGAN(l1_warmup=0.5, **TINY)
@@ -153,6 +165,8 @@ def test_bad_settings_are_config_errors():
         PetCGAN(samples=2, **TINY)  # without z every draw is the same
     with pytest.raises(ConfigError, match="samples"):
         PetCGAN(noise_channels=1, samples=0, **TINY)
+    with pytest.raises(ConfigError, match="content_loss"):
+        PetCGAN(content_loss="l3", **TINY)
     with pytest.raises(ConfigError, match="l1_warmup"):
         PetCGAN(l1_warmup=1.0, **TINY)  # D would never join
     model = PetCGAN(**TINY)
