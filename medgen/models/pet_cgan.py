@@ -251,14 +251,14 @@ class PetCGAN(GenerativeModel):
             logs[f"{d_name.lower()}_loss"] = float(d_loss.detach())
         with self.frozen(*([D] if D is not None else [])):
             with self.autocast():
-                l1 = self._content_loss(fake.float(), y.float())
-                g_loss = self.lambda_l1 * l1
+                content = self._content_loss(fake.float(), y.float())
+                g_loss = self.lambda_l1 * content
                 if D is not None:
                     g_adv = self.adv_loss.g_loss(D(x, fake))
                     g_loss = g_loss + g_adv
             self.optimizer_step(g_name, g_loss)
         prefix = "g" if g_name == "G" else g_name.lower()
-        logs[f"{prefix}_{self.content_loss}"] = float(l1.detach())
+        logs[f"{prefix}_{self.content_loss}"] = float(content.detach())
         logs[f"{prefix}_loss"] = float(g_loss.detach())
         if D is not None:
             logs[f"{prefix}_adv"] = float(g_adv.detach())

@@ -10,8 +10,9 @@ reproducible and every DataLoader worker samples differently. Items hold plain t
 
 Speed: sampling runs once per patch, thousands of times an epoch, so each volume's foreground
 and background voxel indices are computed once and reused (MONAI's ``fg_indices_key``), and
-cropping and augmentation run without MetaTensor tracking (patches carry no geometry). Both
-cut the cost of a patch about fivefold, which on a CPU was a quarter of a training step.
+cropping and augmentation run without MetaTensor tracking (patches carry no geometry), from one
+generator re-seeded per patch. A 32³ PET patch fell from 6.7 to 0.7 ms on one CPU thread; the
+sampling had been a quarter of the benchmark's training step.
 """
 
 from __future__ import annotations
