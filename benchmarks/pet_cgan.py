@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=15.0, help="training minutes per phantom model (default 15)")
     p.add_argument("--mni-minutes", type=float, default=10.0, help="training minutes per MNI model (default 10)")
     p.add_argument("--lambda-l1", type=float, default=None,
-                   help="λ of the c-GAN's L1 term (default: the config's, the paper's 300)")
+                   help="λ of the c-GAN's content term, L1 or MSE (default: the config's, the paper's 300)")
     p.add_argument("--l1-fraction", type=float, default=1.0,
                    help="training budget of the L1-only ablation, as a fraction of the c-GAN's (default 1)")
     p.add_argument("--refine-fraction", type=float, default=1.0,
