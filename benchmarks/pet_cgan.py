@@ -376,15 +376,22 @@ def save_validation_plot(runs: dict[str, dict], path: Path, title: str) -> Path:
 
 
 # --- one experiment --------------------------------------------------------------------------
+def override_value(overrides, key: str, default):
+    """The value `key` takes under `overrides` (parsed as the config parses them; the last wins)."""
+    from medgen.config import parse_override
+
+    values = {".".join(parts): value for parts, value in map(parse_override, overrides)}
+    return values.get(key, default)
+
+
 def uses_noise(overrides) -> bool:
     """Whether config overrides give the c-GAN a noise input z."""
-    return any(o.startswith("model.noise_channels=") and o.split("=", 1)[1].strip() != "0" for o in overrides)
+    return override_value(overrides, "model.noise_channels", 0) != 0
 
 
 def content_loss(overrides) -> str:
     """The c-GAN's estimation-error term as the table names it (config default: L1)."""
-    values = [o.split("=", 1)[1].strip() for o in overrides if o.startswith("model.content_loss=")]
-    return values[-1].upper() if values else "L1"
+    return str(override_value(overrides, "model.content_loss", "l1")).upper()
 
 
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
