@@ -289,11 +289,16 @@ def score_volume(model, data, volume: torch.Tensor, mode: str = "encoder", progr
 
 def mask_to_model_space(data, mask: torch.Tensor, state: Any, shape) -> torch.Tensor:
     """A raw mask volume (scan grid, canonical order) onto the model grid, padded like the scan."""
+    from monai.data import MetaTensor
+
     from medgen.transforms.spatial import pad_to, to_model_grid
 
     if tuple(mask.shape) != tuple(state["reference"].shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from the scan's {tuple(state['reference'].shape)}")
-    grid = to_model_grid(mask.float(), getattr(data, "spacing", None), "nearest")
+    # the mask lies on the scan's grid (same shape, checked above), whatever its own header says
+    plain = mask.as_tensor() if isinstance(mask, MetaTensor) else torch.as_tensor(mask)
+    on_scan = MetaTensor(plain.float(), affine=state["reference"].affine)
+    grid = to_model_grid(on_scan, getattr(data, "spacing", None), "nearest")
     t = torch.as_tensor(grid.as_tensor() if hasattr(grid, "as_tensor") else grid).float()
     if getattr(data, "spatial_dims", 3) == 2:
         t = t[..., 0]

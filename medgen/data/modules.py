@@ -2,7 +2,8 @@
 training (:class:`Volumes`, anomaly detection on normal scans).
 
 Pipeline of one volume (deterministic, cached once per subject with MONAI's CacheDataset):
-``medgen.io.read`` (canonical RAS) -> resample to ``spacing`` (``None``: native grid) ->
+``medgen.io.read`` (canonical RAS) -> resample to ``spacing`` (``None``: native grid; ``"auto"``:
+the median voxel size of the training subjects, as nnU-Net does, fixed at ``setup()``) ->
 foreground mask -> intensity normalisation to [-1, 1] (:mod:`medgen.transforms.intensity`,
 per-volume params) -> padding (value -1) up to ``patch_size`` where the volume is smaller.
 Training items are random patches (:class:`medgen.transforms.patches.RandomPatches`,
@@ -20,9 +21,11 @@ slices (``read`` gives ``(X, Y, 1)``), handled as ``(1, X, Y)`` tensors.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset as MonaiDataset, MetaTensor
 from monai.transforms import Transform
@@ -53,6 +56,21 @@ def _user_error(exc: BaseException) -> BaseException | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def median_spacing(paths: Sequence, spatial_dims: int = 3) -> tuple[float, ...]:
+    """Median voxel size (mm, RAS axes) of the volumes at ``paths``: the training grid of
+    ``spacing: auto``. The first ``spatial_dims`` axes only (2D slices keep their own third)."""
+    from medgen.io import voxel_spacing
+
+    sizes = np.array([voxel_spacing(p)[:spatial_dims] for p in paths], dtype=np.float64)
+    median = tuple(float(v) for v in np.median(sizes, axis=0))
+    distinct = {tuple(np.round(row, 3)) for row in sizes}
+    if len(distinct) > 1:  # say so: a mixed folder is resampled, which a user may not expect
+        shown = " x ".join(f"{v:.4g}" for v in median)
+        print(f"medgen: the {len(sizes)} training volumes come in {len(distinct)} voxel sizes; "
+              f"all are resampled to their median {shown} mm (data.spacing=auto)", file=sys.stderr)
+    return median
 
 
 class _Unwrapped(Dataset):
@@ -112,7 +130,10 @@ class _VolumeModule(DataModule):
         if len(self.patch_size) not in (2, 3):
             raise ValueError(f"patch_size must have 2 or 3 entries, got {patch_size}")
         self.spatial_dims = len(self.patch_size)
-        if spacing is not None:
+        self._auto_spacing = spacing == "auto"
+        if self._auto_spacing:
+            spacing = None  # resolved from the training subjects in setup()
+        elif spacing is not None:
             spacing = tuple(float(s) for s in (spacing if isinstance(spacing, (list, tuple)) else [spacing] * self.spatial_dims))
             if len(spacing) != self.spatial_dims:
                 raise ValueError(f"spacing {spacing} must have {self.spatial_dims} entries like patch_size")
@@ -138,6 +159,19 @@ class _VolumeModule(DataModule):
         by_name = {i["subject"]: i for i in items}
         self.splits = {name: [by_name[s] for s in ids] for name, ids in (("train", train), ("val", val), ("test", test))}
         self.splits["all"] = [by_name[s] for s in sorted(by_name)]  # `medgen evaluate` on a whole folder
+        if self._auto_spacing and self.spacing is None:
+            self.spacing = median_spacing([i[self._grid_key()] for i in (self.splits["train"] or self.splits["all"])],
+                                          self.spatial_dims)
+
+    def _grid_key(self) -> str:
+        """The key whose volumes set the grid (the model's input)."""
+        raise NotImplementedError
+
+    def resolved_settings(self) -> dict[str, Any]:
+        """``spacing: auto`` as the voxel size ``setup()`` chose, for the run's saved config."""
+        if self._auto_spacing and self.spacing is not None:
+            return {"spacing": [round(v, 6) for v in self.spacing]}
+        return {}
 
     def _split(self, name: str) -> list[dict]:
         if self.splits is None:
@@ -178,6 +212,8 @@ class _VolumeModule(DataModule):
         return volume
 
     def _grid(self, volume: MetaTensor, mode: str = "bilinear") -> MetaTensor:
+        if self._auto_spacing and self.spacing is None:
+            self.setup()
         return to_model_grid(volume, self.spacing, mode)
 
     def _finish(self, tensor: torch.Tensor, pads, value: float) -> torch.Tensor:
@@ -259,7 +295,7 @@ class PairedVolumes(_VolumeModule):
     """
 
     def __init__(self, root, source_key: str = "low_dose", target_key: str = "full_dose", modality: str = "pet",
-                 spacing=None, patch_size=(32, 32, 32), patches_per_volume: int = 8, batch_size: int = 4,
+                 spacing="auto", patch_size=(32, 32, 32), patches_per_volume: int = 8, batch_size: int = 4,
                  val_fraction: float = 0.2, test_fraction: float = 0.0, split_seed: int = 0, cache: bool = True,
                  target_modality: str | None = None, share_scaling: bool | None = None, cache_workers: int = 1,
                  augment: bool = False):
@@ -276,6 +312,9 @@ class PairedVolumes(_VolumeModule):
 
     def _discover(self) -> list[dict]:
         return discover_paired(self.root, [self.source_key, self.target_key])
+
+    def _grid_key(self) -> str:
+        return self.source_key
 
     def _output_params(self, params: dict) -> dict:
         if self.share_scaling:
@@ -334,7 +373,7 @@ class Volumes(_VolumeModule):
     foreground; with ``label_key`` (e.g. ``"lesion"``) also ``"label"`` (bool) for evaluation.
     """
 
-    def __init__(self, root, key: str = "t1", modality: str = "mr", spacing=None, patch_size=(32, 32, 32),
+    def __init__(self, root, key: str = "t1", modality: str = "mr", spacing="auto", patch_size=(32, 32, 32),
                  patches_per_volume: int = 8, batch_size: int = 8, val_fraction: float = 0.2, split_seed: int = 0,
                  cache: bool = True, augment: bool = False, test_fraction: float = 0.0, mask_key: str | None = None,
                  label_key: str | None = None, cache_workers: int = 1):
@@ -353,6 +392,9 @@ class Volumes(_VolumeModule):
     def _discover(self) -> list[dict]:
         extra = [k for k in (self.mask_key, self.label_key) if k]
         return discover_volumes(self.root, self.key, extra)
+
+    def _grid_key(self) -> str:
+        return self.key
 
     def _load_mask(self, item: dict, key: str, image: MetaTensor) -> torch.Tensor:
         vol = self._spatial(_read(item[key]), item[key])

@@ -62,6 +62,18 @@ def resolve_checkpoint(run_or_ckpt: str | Path, tracking_uri: str | None, dst_di
     return MLflowTracker(tracking_uri).download_checkpoint(text, dst_dir)
 
 
+def _native_grid_if_unsaved(saved: dict[str, Any]) -> dict[str, Any]:
+    """Training saves the grid ``data.spacing: auto`` chose. A run saved before that setting
+    existed trained on native grids: keep it so rather than fall back to "auto", which would
+    need the training folder."""
+    from medgen.config import signature_defaults
+    from medgen.models.registry import get_model_class
+
+    if "spacing" in signature_defaults(get_model_class(saved["task"]).data_module):
+        saved["data"].setdefault("spacing", None)
+    return saved
+
+
 def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: str = "auto"):
     """(model, data, config, checkpoint) from a checkpoint file or an MLflow run id.
 
@@ -73,7 +85,7 @@ def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: 
 
     with tempfile.TemporaryDirectory(prefix="medgen-ckpt-") as tmp:
         ckpt: dict[str, Any] = load_checkpoint(resolve_checkpoint(run_or_ckpt, tracking_uri, tmp))
-    config = config_from_dict(ckpt["config"])
+    config = config_from_dict(_native_grid_if_unsaved(ckpt["config"]))
     model, data = build_task(config)
     model.load_state_dict(ckpt["model"])
     model.load_extra_state(ckpt.get("extra") or {})

@@ -291,6 +291,9 @@ class Trainer:
         if resume is None:
             seed_everything(cfg.seed)
         self.data.setup()
+        # Settings the data decides (``spacing: auto``) go into the saved config, so inference
+        # and `medgen evaluate` on other folders use the training grid.
+        self.config.data.update(getattr(self.data, "resolved_settings", dict)())
         self._train_ds = self.data.train_dataset()  # built once: datasets may cache volumes
         self._val_ds = self.data.val_dataset() if self.cfg.val_every else None
         self._prepare_model()

@@ -11,6 +11,6 @@ Formats: NIfTI/Analyze (nibabel), NRRD/MetaImage (SimpleITK), DICOM folders and 
 (pydicom; series grouped by SeriesInstanceUID, multi-frame and enhanced objects).
 """
 
-from medgen.io.api import convert, describe, is_volume_path, read, write
+from medgen.io.api import convert, describe, is_volume_path, read, voxel_spacing, write
 
-__all__ = ["read", "write", "describe", "is_volume_path", "convert"]
+__all__ = ["read", "write", "describe", "voxel_spacing", "is_volume_path", "convert"]

@@ -1,4 +1,4 @@
-"""``read`` / ``write`` / ``describe`` / ``is_volume_path``: one entry point for every format."""
+"""``read`` / ``write`` / ``describe`` / ``voxel_spacing`` / ``is_volume_path``: one entry point for every format."""
 
 from __future__ import annotations
 
@@ -202,6 +202,30 @@ def describe(path, series: str | None = None) -> dict:
         "series": raw.series_count,
         "format": raw.source_format,
     }
+
+
+def voxel_spacing(path, series: str | None = None) -> tuple[float, float, float]:
+    """Voxel size in mm along the axes of ``read(path)`` (canonical RAS+ order).
+
+    NIfTI/Analyze and NRRD/MetaImage answer from the header alone; DICOM is read whole (its
+    slice spacing comes from the positions of all slices)."""
+    path = Path(path)
+    affine = None
+    if path.is_file() and _suffix_in(path, nifti.SUFFIXES):
+        affine = nifti.header_affine(path)
+    elif path.is_file() and _suffix_in(path, sitk_formats.SUFFIXES):
+        affine = sitk_formats.header_affine(path)
+    if affine is None:
+        affine = _load(path, series).affine
+    sizes = voxel_sizes(affine)
+    # Canonical reorientation permutes axes: original axis i becomes RAS axis ornt[i, 0].
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    ras = [0.0, 0.0, 0.0]
+    for i, size in enumerate(sizes):
+        ras[int(ornt[i, 0])] = size
+    return tuple(ras)
 
 
 def is_volume_path(path) -> bool:

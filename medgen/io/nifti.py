@@ -45,6 +45,14 @@ def read_nifti(path: Path) -> RawVolume:
     )
 
 
+def header_affine(path: Path) -> np.ndarray:
+    """The voxel -> RAS mm affine from the header, without reading the voxels."""
+    try:
+        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+    except Exception as e:
+        raise InputError(path, f"not a readable NIfTI/Analyze file ({short(e)})") from None
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     """Write ``data`` (X, Y, Z[, C]) with ``affine`` atomically: a temporary file in the same
     folder, then ``os.replace``, so a crash never leaves a half-written output."""

@@ -64,17 +64,38 @@ def read_sitk(path: Path) -> RawVolume:
         raise InputError(path, f"has size {size}: a {dim}D image, expected one 3D volume")
     arr = sitk.GetArrayViewFromImage(img)  # index order reversed: (..., z, y, x)
     disk_dtype = arr.dtype
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)
-    spacing = list(img.GetSpacing())
-    origin = list(img.GetOrigin())
     if dim == 2:
         arr = arr[None]
+    elif dim > 3:
+        arr = arr.reshape(arr.shape[-3:])
+    data = np.ascontiguousarray(arr.transpose(2, 1, 0), dtype=np.float32)
+    fmt = "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "metaimage"
+    return RawVolume(data=data, affine=_affine(img), disk_dtype=np.dtype(disk_dtype), source_format=fmt)
+
+
+def _affine(image) -> np.ndarray:
+    """RAS affine of the first three axes of an ITK image or header reader (a 2D image gets a
+    unit third axis)."""
+    dim = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    spacing, origin = list(image.GetSpacing()), list(image.GetOrigin())
+    if dim == 2:
         d3 = np.eye(3)
         d3[:2, :2] = direction
         direction, spacing, origin = d3, spacing + [1.0], origin + [0.0]
-    elif dim > 3:
-        arr = arr.reshape(arr.shape[-3:])
+    else:
         direction, spacing, origin = direction[:3, :3], spacing[:3], origin[:3]
-    data = np.ascontiguousarray(arr.transpose(2, 1, 0), dtype=np.float32)
-    fmt = "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "metaimage"
-    return RawVolume(data=data, affine=affine_from_lps(direction, spacing, origin), disk_dtype=np.dtype(disk_dtype), source_format=fmt)
+    return affine_from_lps(direction, spacing, origin)
+
+
+def header_affine(path: Path) -> np.ndarray:
+    """The voxel -> RAS mm affine of the first three axes from the header alone."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with quiet_native_stderr():
+            reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise InputError(path, f"not a readable NRRD/MetaImage header ({short(e)})") from None
+    return _affine(reader)

@@ -1,6 +1,7 @@
 """Grids: resampling to a training spacing and back onto the input's grid, padding to a patch.
 
-``spacing=None`` keeps the native voxel grid (no interpolation at all). Otherwise a volume is
+``spacing=None`` keeps the native voxel grid (no interpolation at all), and so does a volume
+already at ``spacing`` (within 0.01 %). Otherwise a volume is
 resampled onto a grid with the same orientation and centre, the requested voxel size and the
 same field of view (rounded up to whole voxels); :func:`from_model_grid` resamples a model
 output back onto the exact input grid (same shape and affine), so outputs overlay inputs.
@@ -53,11 +54,13 @@ def resample(volume: torch.Tensor, dst_affine, dst_shape, mode: str = "bilinear"
 
 def to_model_grid(volume, spacing=None, mode: str = "bilinear") -> MetaTensor:
     """The volume on the training grid (itself when ``spacing`` is None)."""
+    native = volume if isinstance(volume, MetaTensor) else MetaTensor(_plain(volume), affine=_affine(volume))
     if spacing is None:
-        return volume if isinstance(volume, MetaTensor) else MetaTensor(_plain(volume), affine=_affine(volume))
+        return native
+    old = _affine(volume)[:3, :3].norm(dim=0).numpy()[: len(spacing)]
+    if np.allclose(old, spacing, rtol=1e-4, atol=0):
+        return native  # already on the training spacing: interpolating would only blur
     dst_affine, dst_shape = model_grid(_affine(volume), volume.shape, spacing)
-    if dst_shape == tuple(volume.shape) and torch.allclose(dst_affine, _affine(volume), atol=1e-6):
-        return volume
     return resample(volume, dst_affine, dst_shape, mode)
 
 

@@ -101,6 +101,54 @@ def test_paired_geometry_mismatch_names_subject(tmp_path):
         PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0).train_dataset()
 
 
+def _pet_pair(folder, size: int, voxel_mm: float):
+    """A 32 mm cube of PET-like activity at ``voxel_mm``: a hot sphere in warm background."""
+    c = (np.arange(size) + 0.5) * voxel_mm - 16.0
+    x, y, z = np.meshgrid(c, c, c, indexing="ij")
+    low = np.where(x**2 + y**2 + z**2 < 100, 10.0, 2.0) + 0.1 * x
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    _save(folder / "low_dose.nii.gz", low, affine)
+    _save(folder / "full_dose.nii.gz", low * 1.05, affine)
+
+
+def test_auto_spacing_is_the_training_median_and_mixed_folders_say_so(tmp_path, capsys):
+    for name, size, mm in (("a", 16, 2.0), ("b", 16, 2.0), ("c", 8, 4.0)):
+        _pet_pair(tmp_path / name, size, mm)
+    data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0, cache=False)
+    assert data.resolved_settings() == {}  # nothing decided before setup
+    data.setup()
+    assert data.spacing == (2.0, 2.0, 2.0)
+    assert data.resolved_settings() == {"spacing": [2.0, 2.0, 2.0]}
+    err = capsys.readouterr().err
+    assert "3 training volumes come in 2 voxel sizes" in err and "2 x 2 x 2 mm" in err
+    by_subject = {item["subject"]: item for item in data._volumes("train")}
+    assert by_subject["c"]["source"].shape == (1, 16, 16, 16)  # 4 mm resampled onto the 2 mm grid
+    # a scan already at the training spacing is not interpolated: model space is its own voxels
+    a = read(tmp_path / "a" / "low_dose.nii.gz")
+    x, state = data.preprocess(a)
+    torch.testing.assert_close(x[0], apply_intensity(a, state["params"]).as_tensor())
+    # a new scan at another spacing runs on the training grid and comes back on its own
+    _pet_pair(tmp_path / "new", 12, 32 / 12)
+    new = read(tmp_path / "new" / "low_dose.nii.gz")
+    x, state = data.preprocess(new)
+    assert x.shape == (1, 16, 16, 16)
+    out = data.postprocess(x, state)
+    assert out.shape == new.shape and torch.allclose(out.affine, new.affine)
+    assert float((out - new).abs().mean()) < 0.1 * float(new.mean())
+
+
+def test_auto_spacing_of_a_uniform_folder_keeps_native_grids_quietly(tmp_path, capsys):
+    for name in ("a", "b"):
+        _pet_pair(tmp_path / name, 16, 2.0)
+    data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.5, cache=False)
+    item = data.val_dataset()[0]
+    assert data.spacing == (2.0, 2.0, 2.0) and item["source"].shape == (1, 16, 16, 16)
+    assert capsys.readouterr().err == ""
+    native = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.5, cache=False, spacing=None)
+    native.setup()
+    assert native.spacing is None and native.resolved_settings() == {}
+
+
 def test_two_dimensional_data(tmp_path):
     rng = np.random.default_rng(0)
     affine = np.diag([0.7, 0.7, 3.0, 1.0])

@@ -192,3 +192,13 @@ def test_best_checkpoint_only_from_epochs_the_model_accepts(monkeypatch):
     assert best["epoch"] == 2 and best["best"]["value"] == pytest.approx(psnr[2])
     tags = client().get_run(run_id).data.tags
     assert tags["medgen.best_epoch"] == "2" and float(tags["medgen.best_val/psnr"]) == pytest.approx(psnr[2], rel=1e-5)
+
+
+def test_runs_saved_before_auto_spacing_keep_their_native_grid():
+    from medgen.engine.build import _native_grid_if_unsaved
+
+    old = _native_grid_if_unsaved({"task": "pet-cgan", "data": {"root": "gone"}})
+    assert old["data"]["spacing"] is None  # not "auto": its training folder may be gone
+    new = _native_grid_if_unsaved({"task": "pet-cgan", "data": {"root": "gone", "spacing": [2.0, 2.0, 2.0]}})
+    assert new["data"]["spacing"] == [2.0, 2.0, 2.0]
+    assert "spacing" not in _native_grid_if_unsaved({"task": "toy", "data": {}})["data"]  # no grid to keep

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medgen.io import read, write
+from medgen.io import read, voxel_spacing, write
 
 FORMATS = ["nifti", "nrrd", "mha", "mhd", "dicom_series", "enhanced_ct"]
 
@@ -48,6 +48,15 @@ def test_roundtrip_keeps_geometry_and_values(fmt, tmp_path, builders, ct_stored)
     again = read(out)
     np.testing.assert_allclose(again.affine.numpy(), vol.affine.numpy(), atol=1e-4)
     np.testing.assert_allclose(again.numpy(), vol.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_voxel_spacing_from_the_header_matches_the_read_volume(fmt, tmp_path, builders, ct_stored):
+    _, path, _ = _make(fmt, tmp_path, builders, ct_stored)
+    vol = read(path)
+    # per RAS axis of the canonical volume, also for the permuted, flipped NIfTI
+    assert voxel_spacing(path) == pytest.approx(vol.meta["spacing"], abs=1e-5)
+    assert voxel_spacing(path) == pytest.approx(tuple(vol.affine[:3, :3].norm(dim=0).tolist()), abs=1e-5)
 
 
 def test_canonical_voxels_sit_at_the_same_world_point(tmp_path, builders):

@@ -267,6 +267,21 @@ def test_cli_train_two_epochs_then_infer_in_source_geometry(tiny_pet, tmp_path, 
     assert 0.3 < ratio < 3.0  # kBq/ml, not model space [-1, 1]
     assert est_data.min() > -1e-3  # activity is never negative in the input's units
 
+    # data.spacing=auto: the run keeps the training grid, and a coarser scan is resampled to it
+    # for the model and comes back on its own grid
+    from medgen.engine import load_task
+
+    _, _, config, _ = load_task(run_id, tracking_uri=uri, device="cpu")
+    assert config.data["spacing"] == pytest.approx([220 / 32] * 3)
+    coarse_affine = ref.affine.copy()
+    coarse_affine[:3, :3] *= 2
+    coarse = tmp_path / "coarse" / "low_dose.nii.gz"
+    coarse.parent.mkdir()
+    nib.save(nib.Nifti1Image(ref_data[::2, ::2, ::2].astype(np.float32), coarse_affine), str(coarse))
+    assert main(["infer", "pet-cgan", "--run", run_id, "--input", str(coarse), "--output", str(tmp_path / "out2")]) == 0
+    est2 = nib.load(next((tmp_path / "out2").glob("*.nii*")))
+    assert est2.shape == (16, 16, 16) and np.allclose(est2.affine, coarse_affine, atol=1e-4)
+
 
 def test_cli_rejects_a_pair_with_different_shapes(tmp_path, monkeypatch, capsys):
     import numpy as np
