@@ -207,11 +207,15 @@ def describe(path, series: str | None = None) -> dict:
 def voxel_spacing(path, series: str | None = None) -> tuple[float, float, float]:
     """Voxel size in mm along the axes of ``read(path)`` (canonical RAS+ order).
 
-    NIfTI/Analyze and NRRD/MetaImage answer from the header alone; DICOM is read whole (its
-    slice spacing comes from the positions of all slices)."""
+    Headers only (NIfTI/Analyze, NRRD/MetaImage, DICOM series folders: every slice's header,
+    as the slice spacing comes from their positions); a single DICOM file is read whole."""
     path = Path(path)
     affine = None
-    if path.is_file() and _suffix_in(path, nifti.SUFFIXES):
+    if path.is_dir():
+        from medgen.io import dicom
+
+        affine = dicom.dicom_folder_affine(path, series)
+    elif path.is_file() and _suffix_in(path, nifti.SUFFIXES):
         affine = nifti.header_affine(path)
     elif path.is_file() and _suffix_in(path, sitk_formats.SUFFIXES):
         affine = sitk_formats.header_affine(path)

@@ -110,24 +110,40 @@ def read_dicom_folder(folder, series: str | None = None) -> RawVolume:
     SeriesInstanceUID or SeriesDescription."""
     folder = Path(folder)
     listing = list_series(folder)
-    if series is None:
-        if len(listing) > 1:
-            raise InputError(folder, f"holds {len(listing)} DICOM series, choose one by UID or description: {_describe_series(listing)}")
-        chosen = listing[0]
-    else:
-        matches = [s for s in listing if series in (s.uid, s.description)]
-        if not matches:
-            raise InputError(folder, f"no series {series!r}; available: {_describe_series(listing)}")
-        if len(matches) > 1:
-            raise InputError(folder, f"several series match {series!r}, choose one by UID: {_describe_series(matches)}")
-        chosen = matches[0]
-    raw = _read_series(folder, chosen)
+    raw = _read_series(folder, _choose_series(folder, listing, series))
     raw.series_count = len(listing)
     return raw
 
 
+def dicom_folder_affine(folder, series: str | None = None) -> np.ndarray | None:
+    """The RAS affine ``read_dicom_folder`` would give, from the headers alone (no pixel data);
+    None for a multi-frame series, whose geometry lives in its one file."""
+    folder = Path(folder)
+    chosen = _choose_series(folder, list_series(folder), series)
+    if _multi_frame(chosen):
+        return None
+    return _geometry(folder, [_frame_from_header(h, None) for h in chosen.headers])[1]
+
+
+def _choose_series(folder: Path, listing: list[SeriesInfo], series: str | None) -> SeriesInfo:
+    if series is None:
+        if len(listing) > 1:
+            raise InputError(folder, f"holds {len(listing)} DICOM series, choose one by UID or description: {_describe_series(listing)}")
+        return listing[0]
+    matches = [s for s in listing if series in (s.uid, s.description)]
+    if not matches:
+        raise InputError(folder, f"no series {series!r}; available: {_describe_series(listing)}")
+    if len(matches) > 1:
+        raise InputError(folder, f"several series match {series!r}, choose one by UID: {_describe_series(matches)}")
+    return matches[0]
+
+
+def _multi_frame(s: SeriesInfo) -> list[Dataset]:
+    return [h for h in s.headers if int(h.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in h]
+
+
 def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
-    multi = [h for h in s.headers if int(h.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in h]
+    multi = _multi_frame(s)
     if multi:
         if len(s.files) == 1:
             return read_dicom_file(s.files[0])
@@ -349,6 +365,25 @@ def _classic_multiframe(ds: Dataset, pixels, n_frames: int) -> list[_Frame]:
 
 def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
     """Order frames along the slice normal and assemble (X=cols, Y=rows, Z) with its RAS affine."""
+    order, affine = _geometry(path, frames)
+    data = np.empty((cols, rows, len(frames)), dtype=np.float32)
+    disk_dtype = None
+    for k, i in enumerate(order):
+        f = frames[i]
+        px, rescaled = f.load()
+        px = np.asarray(px)
+        if px.shape != (rows, cols):
+            raise InputError(path, f"frame {int(i)} has shape {list(px.shape)}, expected {[rows, cols]}")
+        disk_dtype = disk_dtype or px.dtype
+        values = px.astype(np.float32)
+        if not rescaled and (f.slope != 1 or f.intercept != 0):
+            values = values * np.float32(f.slope) + np.float32(f.intercept)
+        data[:, :, k] = values.T
+    return data, affine, np.dtype(disk_dtype)
+
+
+def _geometry(path: Path, frames: list[_Frame]) -> tuple[np.ndarray, np.ndarray]:
+    """Slice order along the normal and the RAS affine of (X=cols, Y=rows, Z), from headers."""
     n = len(frames)
     geometric = all(f.position is not None and f.orientation is not None for f in frames)
     if geometric:
@@ -382,19 +417,4 @@ def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
     # Column index i runs along the row direction (spacing ps[1]); row index j along the
     # column direction (ps[0]); slice index k along the step.
     direction = np.stack([row_dir * ps[1], col_dir * ps[0], step], axis=1)
-    affine = affine_from_lps(direction, (1.0, 1.0, 1.0), origin)
-
-    data = np.empty((cols, rows, n), dtype=np.float32)
-    disk_dtype = None
-    for k, i in enumerate(order):
-        f = frames[i]
-        px, rescaled = f.load()
-        px = np.asarray(px)
-        if px.shape != (rows, cols):
-            raise InputError(path, f"frame {int(i)} has shape {list(px.shape)}, expected {[rows, cols]}")
-        disk_dtype = disk_dtype or px.dtype
-        values = px.astype(np.float32)
-        if not rescaled and (f.slope != 1 or f.intercept != 0):
-            values = values * np.float32(f.slope) + np.float32(f.intercept)
-        data[:, :, k] = values.T
-    return data, affine, np.dtype(disk_dtype)
+    return order, affine_from_lps(direction, (1.0, 1.0, 1.0), origin)

@@ -47,6 +47,21 @@ def test_series_matches_simpleitk_series_reader(tmp_path, builders, ct_stored, r
     np.testing.assert_allclose(on_disk, sitk.GetArrayFromImage(ref).transpose(2, 1, 0), atol=1e-3)
 
 
+def test_series_spacing_comes_from_headers_without_pixel_data(tmp_path, builders, ct_stored, monkeypatch):
+    from medgen.io import dicom, voxel_spacing
+
+    folder = tmp_path / "ct"
+    builders.dicom_series(folder, ct_stored, spacing=(0.7, 0.8, 2.5), direction=builders.rotation_z(30))
+    expected = read(folder).meta["spacing"]
+
+    def no_pixels(path):
+        raise AssertionError(f"pixel data of {path} was read")
+
+    monkeypatch.setattr(dicom, "_file_loader", no_pixels)
+    assert voxel_spacing(folder) == pytest.approx(expected, abs=1e-6)
+    assert sorted(expected) == pytest.approx([0.7, 0.8, 2.5])
+
+
 def test_rescale_gives_hounsfield_units_and_slices_sorted_by_position(tmp_path, builders, ct_stored):
     folder = tmp_path / "ct"
     builders.dicom_series(folder, ct_stored, slope=0.5, intercept=-1024.0)
