@@ -38,7 +38,7 @@ from medgen.errors import InputError, MedgenError
 from medgen.transforms.intensity import MODALITIES, apply_intensity, ct_params, intensity_params, invert_intensity
 from medgen.transforms.masks import foreground_mask
 from medgen.transforms.patches import RandomPatches, augmentation, flips
-from medgen.transforms.spatial import from_model_grid, pad_amounts, pad_to, to_model_grid, unpad
+from medgen.transforms.spatial import SPACING_RTOL, from_model_grid, pad_amounts, pad_to, to_model_grid, unpad
 
 GEOMETRY_TOLERANCE_MM = 1e-3
 
@@ -64,13 +64,13 @@ def median_spacing(paths: Sequence, spatial_dims: int = 3) -> tuple[float, ...]:
     from medgen.io import voxel_spacing
 
     sizes = np.array([voxel_spacing(p)[:spatial_dims] for p in paths], dtype=np.float64)
-    median = tuple(float(v) for v in np.median(sizes, axis=0))
-    distinct = {tuple(np.round(row, 3)) for row in sizes}
-    if len(distinct) > 1:  # say so: a mixed folder is resampled, which a user may not expect
+    median = np.median(sizes, axis=0)
+    off = sum(not np.allclose(row, median, rtol=SPACING_RTOL, atol=0) for row in sizes)
+    if off:  # say so: a mixed folder is resampled, which a user may not expect
         shown = " x ".join(f"{v:.4g}" for v in median)
-        print(f"medgen: the {len(sizes)} training volumes come in {len(distinct)} voxel sizes; "
-              f"all are resampled to their median {shown} mm (data.spacing=auto)", file=sys.stderr)
-    return median
+        print(f"medgen: {off} of the {len(sizes)} training volumes are resampled to their median voxel size "
+              f"{shown} mm (data.spacing=auto)", file=sys.stderr)
+    return tuple(float(v) for v in median)
 
 
 class _Unwrapped(Dataset):

@@ -11,7 +11,7 @@ import numpy as np
 
 from medgen.errors import InputError
 from medgen.io import nifti, sitk_formats
-from medgen.io.geometry import RawVolume, axcodes, from_canonical, to_canonical, voxel_sizes
+from medgen.io.geometry import RawVolume, axcodes, canonical_voxel_sizes, from_canonical, to_canonical, voxel_sizes
 
 if TYPE_CHECKING:  # torch and MONAI load slowly; `medgen info` and `convert` never need them
     from monai.data import MetaTensor
@@ -221,15 +221,7 @@ def voxel_spacing(path, series: str | None = None) -> tuple[float, float, float]
         affine = sitk_formats.header_affine(path)
     if affine is None:
         affine = _load(path, series).affine
-    sizes = voxel_sizes(affine)
-    # Canonical reorientation permutes axes: original axis i becomes RAS axis ornt[i, 0].
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(affine)
-    ras = [0.0, 0.0, 0.0]
-    for i, size in enumerate(sizes):
-        ras[int(ornt[i, 0])] = size
-    return tuple(ras)
+    return canonical_voxel_sizes(affine)
 
 
 def is_volume_path(path) -> bool:

@@ -47,6 +47,15 @@ def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
 
 
+def canonical_voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes along the R, A, S axes that ``to_canonical`` would give the volume."""
+    ornt = nib.orientations.io_orientation(affine)
+    ras = [0.0, 0.0, 0.0]
+    for i, size in enumerate(voxel_sizes(affine)):
+        ras[int(ornt[i, 0])] = size  # original axis i becomes canonical axis ornt[i, 0]
+    return tuple(ras)
+
+
 def axcodes(affine: np.ndarray) -> str:
     """Orientation codes of the voxel axes, e.g. ``"LPS"`` for an unflipped DICOM/NRRD volume."""
     return "".join(nib.aff2axcodes(np.asarray(affine)))

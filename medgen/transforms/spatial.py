@@ -14,6 +14,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import SpatialResample
 
+# A volume whose voxel size is within this fraction of the requested spacing keeps its grid.
+SPACING_RTOL = 1e-4
+
 
 def _plain(volume) -> torch.Tensor:
     return volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
@@ -58,7 +61,7 @@ def to_model_grid(volume, spacing=None, mode: str = "bilinear") -> MetaTensor:
     if spacing is None:
         return native
     old = _affine(volume)[:3, :3].norm(dim=0).numpy()[: len(spacing)]
-    if np.allclose(old, spacing, rtol=1e-4, atol=0):
+    if np.allclose(old, spacing, rtol=SPACING_RTOL, atol=0):
         return native  # already on the training spacing: interpolating would only blur
     dst_affine, dst_shape = model_grid(_affine(volume), volume.shape, spacing)
     return resample(volume, dst_affine, dst_shape, mode)

@@ -120,7 +120,7 @@ def test_auto_spacing_is_the_training_median_and_mixed_folders_say_so(tmp_path, 
     assert data.spacing == (2.0, 2.0, 2.0)
     assert data.resolved_settings() == {"spacing": [2.0, 2.0, 2.0]}
     err = capsys.readouterr().err
-    assert "3 training volumes come in 2 voxel sizes" in err and "2 x 2 x 2 mm" in err
+    assert "1 of the 3 training volumes are resampled to their median voxel size 2 x 2 x 2 mm" in err
     by_subject = {item["subject"]: item for item in data._volumes("train")}
     assert by_subject["c"]["source"].shape == (1, 16, 16, 16)  # 4 mm resampled onto the 2 mm grid
     # a scan already at the training spacing is not interpolated: model space is its own voxels
