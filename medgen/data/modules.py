@@ -41,6 +41,9 @@ from medgen.transforms.patches import RandomPatches, augmentation, flips
 from medgen.transforms.spatial import SPACING_RTOL, from_model_grid, pad_amounts, pad_to, to_model_grid, unpad
 
 GEOMETRY_TOLERANCE_MM = 1e-3
+# Shared scaling (PET): the mean target / source ratio inside the body beyond which a pair is
+# taken to be in different units (a real dose reduction keeps the mean; 1/4-dose counts would be 4x).
+SHARED_UNITS_RATIO = 2.0
 
 
 def _read(path: Path) -> MetaTensor:
@@ -338,6 +341,7 @@ class PairedVolumes(_VolumeModule):
         fg = self._mask(src)
         src_params = intensity_params(src.as_tensor(), self.modality, fg.numpy())
         if self.share_scaling:
+            self._check_shared_units(src, tgt, fg, item["subject"])
             tgt_params = src_params
         else:
             tgt_params = intensity_params(tgt.as_tensor(), self.target_modality)  # its own foreground
@@ -349,6 +353,20 @@ class PairedVolumes(_VolumeModule):
             "mask": self._finish(fg.float(), pads, 0.0) > 0.5,
             "subject": item["subject"],
         }
+
+    def _check_shared_units(self, src: MetaTensor, tgt: MetaTensor, fg: torch.Tensor, subject: str) -> None:
+        """A shared scale needs both volumes in one unit: a low dose left at its fraction of the
+        counts (1/4 the activity) would put the target beyond the model's range."""
+        inside = fg.bool()
+        if not inside.any():
+            return
+        s, t = float(src.as_tensor()[inside].double().mean()), float(tgt.as_tensor()[inside].double().mean())
+        if s > 0 and t > 0 and 1 / SHARED_UNITS_RATIO <= t / s <= SHARED_UNITS_RATIO:
+            return
+        raise InputError(self.root / subject, f"subject '{subject}': mean '{self.target_key}' inside the body is "
+                                              f"{t:.4g}, {t / s if s else float('inf'):.3g}x the '{self.source_key}' mean {s:.4g}; "
+                                              f"both must be in the same units (e.g. kBq/ml: scale a low dose reconstructed "
+                                              f"from a fraction of the counts back by 1/fraction)")
 
     def train_dataset(self) -> Dataset:
         keys = ["source", "target"]

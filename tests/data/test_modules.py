@@ -149,6 +149,22 @@ def test_auto_spacing_of_a_uniform_folder_keeps_native_grids_quietly(tmp_path, c
     assert native.spacing is None and native.resolved_settings() == {}
 
 
+def test_pet_pair_in_different_units_is_refused_naming_the_subject(tmp_path):
+    _pet_pair(tmp_path / "good", 16, 2.0)
+    _pet_pair(tmp_path / "counts", 16, 2.0)
+    low = read(tmp_path / "counts" / "low_dose.nii.gz")
+    _save(tmp_path / "counts" / "low_dose.nii.gz", low.numpy() / 4, low.affine.numpy())  # left at 1/4 the activity
+    data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0, cache=False)
+    with pytest.raises(InputError) as e:
+        for _ in data._volumes("train"):
+            pass
+    msg = str(e.value)
+    assert "'counts'" in msg and "4.2x" in msg and "same units" in msg  # 1.05 x 4: the pair's own ratio
+    # MR -> MR with each volume its own window: no unit check
+    mr = PairedVolumes(tmp_path, modality="mr", patch_size=(8, 8, 8), val_fraction=0.0, cache=False)
+    assert len([item["subject"] for item in mr._volumes("train")]) == 2
+
+
 def test_two_dimensional_data(tmp_path):
     rng = np.random.default_rng(0)
     affine = np.diag([0.7, 0.7, 3.0, 1.0])
