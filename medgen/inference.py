@@ -80,6 +80,7 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
         raise InputError(out_dir, "output exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    model.show_progress = progress  # a bar over one volume's windows: big scans take minutes on a CPU
     for path, name in tqdm(list(zip(inputs, names)), desc="infer", disable=not progress or len(inputs) < 2):
         volume = read(path)
         result = infer_path(model, data, volume)

@@ -39,12 +39,14 @@ Variants (constructor flags):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 from torch import nn
+from tqdm.auto import tqdm
 
 from medgen.data.modules import PairedVolumes
 from medgen.errors import ConfigError
@@ -55,6 +57,7 @@ from medgen.models.tta import flip_ensemble
 from medgen.networks.noise_input import NoiseInput
 from medgen.networks.patch_discriminator import ConditionalPatchDiscriminator
 from medgen.networks.unet_generator import UNetGenerator
+from medgen.transforms.spatial import window_count
 
 
 class CascadedGenerator(nn.Module):
@@ -309,14 +312,22 @@ class PetCGAN(GenerativeModel):
             padding_mode="replicate",
         )
         net = self.exported_network()
+        flips = self.flip_ensemble and not self.periodic_validation
+        passes = self.samples * (2 ** self.spatial_dims if flips else 1)
+        batches = math.ceil(window_count(x.shape[2:], inferer.roi_size, self.sw_overlap) / self.sw_batch_size)
+        bar = tqdm(total=passes * batches, desc="pet-cgan infer", unit="batch", leave=False,
+                   disable=not self.show_progress)
+
+        def counted(window: torch.Tensor) -> torch.Tensor:
+            out = net(window)
+            bar.update(1)
+            return out
 
         def estimate(v: torch.Tensor) -> torch.Tensor:  # mean of the z draws (one without noise)
-            return sum(inferer(v, net).float() for _ in range(self.samples)) / self.samples
+            return sum(inferer(v, counted).float() for _ in range(self.samples)) / self.samples
 
-        with self.autocast():
-            if self.flip_ensemble and not self.periodic_validation:
-                return flip_ensemble(estimate, x, self.spatial_dims)
-            return estimate(x)
+        with self.autocast(), bar:
+            return flip_ensemble(estimate, x, self.spatial_dims) if flips else estimate(x)
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         x = batch["source"]

@@ -107,3 +107,13 @@ def unpad(tensor: torch.Tensor, pads) -> torch.Tensor:
     for (before, after), size in zip(pads, tensor.shape[-n:]):
         index.append(slice(before, size - after))
     return tensor[tuple(index)]
+
+
+def window_count(shape, roi, overlap: float) -> int:
+    """How many windows MONAI's sliding-window inference visits over ``shape`` (its own tiling:
+    steps of ``int(roi * (1 - overlap))``, the last window flush with the far edge)."""
+    from monai.data.utils import dense_patch_slices
+
+    shape = [max(int(s), int(r)) for s, r in zip(shape, roi)]  # smaller volumes are padded up to the ROI
+    interval = [r if r == s else max(1, int(r * (1 - overlap))) for s, r in zip(shape, roi)]
+    return len(dense_patch_slices(shape, roi, interval))

@@ -124,6 +124,31 @@ def test_flip_ensemble_at_inference_not_in_periodic_validation():
     assert not torch.allclose(expected, net(x), atol=1e-3)
 
 
+def test_inference_progress_bar_counts_every_window_batch_of_every_flip(monkeypatch):
+    import medgen.models.pet_cgan as module
+
+    bars = []
+
+    class Recorded(module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(module, "tqdm", Recorded)
+    model = PetCGAN(flip_ensemble=True, sw_batch_size=3, **TINY).eval()
+    model.roi_size = (16, 16, 16)
+    x = torch.rand(1, 1, 24, 20, 16) * 2 - 1
+    model.show_progress = True
+    with torch.no_grad():
+        model.infer(x)
+    # windows at 0 and 8 along 24, 0 and 4 along 20, one along 16: 4 windows = 2 batches of <= 3, x 8 flips
+    assert bars[-1].total == 16 and bars[-1].n == 16
+    model.show_progress = False  # training's validation and library calls stay quiet
+    with torch.no_grad():
+        model.infer(x)
+    assert bars[-1].disable
+
+
 def test_noise_input_makes_draws_differ_and_samples_average_them():
     torch.manual_seed(0)
     model = PetCGAN(noise_channels=1, samples=4, **TINY).eval()

@@ -108,3 +108,20 @@ def test_dose_bounds_gain_what_theory_says_over_the_low_dose(independent, mean_d
     low_db = psnr(scans["low_dose"], full, data_range=rng_, mask=mask)
     assert psnr(scans["bound_mean"], full, data_range=rng_, mask=mask) - low_db == pytest.approx(mean_db, abs=0.3)
     assert psnr(scans["bound_sample"], full, data_range=rng_, mask=mask) - low_db == pytest.approx(sample_db, abs=0.3)
+
+
+@pytest.mark.parametrize("shape, roi, overlap", [((64, 64, 64), (32, 32, 32), 0.5), ((70, 33, 20), (32, 32, 32), 0.5),
+                                                 ((50, 40), (16, 16), 0.25), ((32, 32, 32), (32, 32, 32), 0.5)])
+def test_window_count_matches_the_windows_monai_visits(shape, roi, overlap):
+    from monai.inferers import sliding_window_inference
+
+    from medgen.transforms.spatial import window_count
+
+    seen = []
+
+    def net(window):
+        seen.append(window.shape[0])
+        return window
+
+    sliding_window_inference(torch.zeros((1, 1, *shape)), roi, 1, net, overlap=overlap)
+    assert window_count(shape, roi, overlap) == len(seen)
