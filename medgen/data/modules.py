@@ -21,6 +21,7 @@ slices (``read`` gives ``(X, Y, 1)``), handled as ``(1, X, Y)`` tensors.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -74,6 +75,21 @@ def median_spacing(paths: Sequence, spatial_dims: int = 3) -> tuple[float, ...]:
         print(f"medgen: {off} of the {len(sizes)} training volumes are resampled to their median voxel size "
               f"{shown} mm (data.spacing=auto)", file=sys.stderr)
     return tuple(float(v) for v in median)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class _Unwrapped(Dataset):
@@ -186,12 +202,26 @@ class _VolumeModule(DataModule):
             items = self._split(name)
             loader = _LoadSubject(self)
             if self.cache and items:
+                self._check_cache_memory(loader(items[0]), len(items), name)
                 ds = _Unwrapped(lambda: CacheDataset(items, transform=loader, cache_rate=1.0,
                                                      num_workers=self.cache_workers, progress=False))
             else:
                 ds = _Unwrapped(lambda: MonaiDataset(items, transform=loader))
             self._datasets[name] = ds
         return self._datasets[name]
+
+    def _check_cache_memory(self, first: dict, n: int, split: str) -> None:
+        """Say so before caching the split would exhaust memory (the system would kill the run
+        without a word): ``n`` volumes like ``first``, plus the patch sampler's voxel indices."""
+        per_volume = sum(v.numel() * v.element_size() for v in first.values() if torch.is_tensor(v))
+        if split == "train":
+            per_volume += 8 * first["fg"].numel()  # int64 foreground/background indices
+        need, free = per_volume * n, available_memory()
+        if free is not None and need > 0.8 * free:
+            print(f"medgen: caching {n} volumes ({split} split) needs about {need / 2**30:.1f} GiB, more than the "
+                  f"{free / 2**30:.1f} GiB of memory available, so the run may be killed: use a coarser grid "
+                  f"(data.spacing=[2,2,2]), fewer subjects, or data.cache=false (slower: every patch reads its volume)",
+                  file=sys.stderr)
 
     def _eval_keys(self) -> list[str]:
         raise NotImplementedError

@@ -165,6 +165,24 @@ def test_pet_pair_in_different_units_is_refused_naming_the_subject(tmp_path):
     assert len([item["subject"] for item in mr._volumes("train")]) == 2
 
 
+def test_caching_more_than_the_free_memory_is_announced(tmp_path, capsys, monkeypatch):
+    import medgen.data.modules as modules
+
+    free = modules.available_memory()
+    assert free is None or free > 2**20  # this machine's own answer: a plausible number of bytes
+    for name in ("a", "b", "c"):
+        _pet_pair(tmp_path / name, 16, 2.0)
+    # per training volume: source, target, fg float32 + mask bool + 8-byte patch indices = 21 B/voxel
+    need = 3 * 21 * 16**3
+    monkeypatch.setattr(modules, "available_memory", lambda: int(need / 0.8) + 1)
+    PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0).train_dataset()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(modules, "available_memory", lambda: int(need / 0.8) - 1)
+    PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0).train_dataset()
+    err = capsys.readouterr().err
+    assert "caching 3 volumes (train split) needs about 0.0 GiB" in err and "data.spacing=[2,2,2]" in err
+
+
 def test_two_dimensional_data(tmp_path):
     rng = np.random.default_rng(0)
     affine = np.diag([0.7, 0.7, 3.0, 1.0])
