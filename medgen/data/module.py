@@ -29,6 +29,11 @@ class DataModule:
     def setup(self) -> None:
         raise NotImplementedError
 
+    def resolved_settings(self) -> dict[str, Any]:
+        """Constructor settings that ``setup()`` decided from the data (e.g. ``spacing: auto``),
+        as config values: the engine saves them with the run so inference reuses them."""
+        return {}
+
     def train_dataset(self) -> Dataset:
         raise NotImplementedError
 

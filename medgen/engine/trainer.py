@@ -293,7 +293,7 @@ class Trainer:
         self.data.setup()
         # Settings the data decides (``spacing: auto``) go into the saved config, so inference
         # and `medgen evaluate` on other folders use the training grid.
-        self.config.data.update(getattr(self.data, "resolved_settings", dict)())
+        self.config.data.update(self.data.resolved_settings())
         self._train_ds = self.data.train_dataset()  # built once: datasets may cache volumes
         self._val_ds = self.data.val_dataset() if self.cfg.val_every else None
         self._prepare_model()

@@ -55,8 +55,8 @@ class GenerativeModel(nn.Module):
         # True while the engine validates between epochs: a model may skip costly test-time
         # extras then (e.g. a flip ensemble); `medgen evaluate`/`infer` always run the full path.
         self.periodic_validation = False
-        # Set by `medgen infer`/`evaluate` on a terminal: a model whose inference of one volume
-        # takes long (sliding windows, ensembles) shows a progress bar over it.
+        # Set by `medgen infer`: a model whose inference of one volume takes long (sliding
+        # windows, ensembles) shows a progress bar over it.
         self.show_progress = False
 
     def may_be_best(self) -> bool:
