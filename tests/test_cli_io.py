@@ -54,6 +54,41 @@ def test_info_table_is_readable(tmp_path, capsys):
     assert "2 x 3 x 4" in out and "2 x 2 x 3" in out and "RAS" in out and "0 / 23" in out and "float32" in out
 
 
+def test_info_on_a_dataset_folder_lists_every_volume_and_its_voxel_sizes(tmp_path, capsys):
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path / "study"
+    for i, zoom in enumerate((2.0, 2.0, 3.0)):
+        (root / f"sub-{i}").mkdir(parents=True)
+        affine = np.diag([zoom, zoom, zoom, 1.0])
+        nib.save(nib.Nifti1Image(np.zeros((8, 9, 10), np.float32), affine), str(root / f"sub-{i}" / "t1.nii.gz"))
+    _oblique_nrrd(root / "sub-2" / "ct.nrrd")  # LPS on disk, 0.6 x 0.7 x 2.5 mm
+    (root / "sub-2" / "broken.nii.gz").write_bytes(b"not a nifti")
+    dicom_dir = root / "sub-3" / "ct"
+    dicom_dir.mkdir(parents=True)
+    (dicom_dir / "slice.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+
+    assert main(["info", "--json", str(root)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    rows = {v["path"]: v for v in facts["volumes"]}
+    assert sorted(rows) == ["sub-0/t1.nii.gz", "sub-1/t1.nii.gz", "sub-2/broken.nii.gz", "sub-2/ct.nrrd",
+                            "sub-2/t1.nii.gz", "sub-3/ct"]
+    assert rows["sub-2/ct.nrrd"]["shape"] == [14, 11, 9] and rows["sub-2/ct.nrrd"]["orientation"] == "LPS"
+    assert rows["sub-2/ct.nrrd"]["spacing"] == pytest.approx([0.6, 0.7, 2.5])
+    assert rows["sub-3/ct"]["format"] == "dicom" and rows["sub-3/ct"]["shape"][2] == 1
+    assert "not a readable NIfTI" in rows["sub-2/broken.nii.gz"]["error"]
+    counts = {tuple(v["spacing"]): v["volumes"] for v in facts["voxel_sizes"]}
+    assert counts[(2.0, 2.0, 2.0)] == 2 and counts[(3.0, 3.0, 3.0)] == 1 and sum(counts.values()) == 5
+    assert main(["info", str(root)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("6 volumes under") and "unreadable: not a readable NIfTI" in table
+    assert "median" in table and "data.spacing=auto" in table
+    (tmp_path / "empty").mkdir()
+    assert main(["info", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty" in err
+
+
 def test_convert_keeps_voxel_to_world_mapping(tmp_path, capsys):
     values, affine = _oblique_nrrd(tmp_path / "ct.nrrd")
     out = tmp_path / "out" / "ct.nii.gz"

@@ -1,14 +1,16 @@
-"""`medgen info PATH [--json]`: shape, spacing, orientation, dtype, intensity range, modality."""
+"""`medgen info PATH [--json]`: shape, spacing, orientation, dtype, intensity range, modality;
+for a folder of volumes (e.g. a training folder) one header line per volume and the voxel sizes."""
 
 from __future__ import annotations
 
 import json
 
-HELP = "Show a volume's geometry and intensities (NIfTI, NRRD, MHA/MHD, DICOM file or folder)."
+HELP = ("Show a volume's geometry and intensities (NIfTI, NRRD, MHA/MHD, DICOM file or folder), "
+        "or the geometry of every volume in a folder.")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", help="volume file or DICOM folder")
+    parser.add_argument("path", help="volume file, DICOM folder, or a folder of volumes (searched recursively)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--series", default=None, help="DICOM folder with several series: SeriesInstanceUID or description to describe")
 
@@ -45,9 +47,40 @@ def format_table(facts: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    from medgen.io import describe
+def format_folder(facts: dict) -> str:
+    """One line per volume of ``describe_folder()``, then the voxel sizes they come in."""
+    rows = [("path", "shape", "spacing (mm)", "orient.", "format")]
+    for v in facts["volumes"]:
+        if "error" in v:
+            rows.append((v["path"], "unreadable: " + v["error"], "", "", ""))
+        else:
+            rows.append((v["path"], _fmt(v["shape"]), _fmt(v["spacing"]), v["orientation"], v["format"]))
+    widths = [max(len(r[i]) for r in rows if not r[1].startswith("unreadable") or i == 0) for i in range(5)]
+    lines = [f"{len(facts['volumes'])} volumes under {facts['folder']} (headers only; shape and spacing in each file's voxel order)"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    sizes = facts["voxel_sizes"]
+    if sizes:
+        shown = "; ".join(f"{_fmt(s['spacing'])} mm: {s['volumes']}" for s in sizes)
+        lines.append(f"voxel sizes (R x A x S): {shown}")
+        if len(sizes) > 1:
+            lines.append(f"median {_fmt(facts['median_spacing'])} mm: what data.spacing=auto trains at "
+                         "if all of these are training scans")
+    return "\n".join(lines)
 
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from medgen.io import describe, describe_folder, find_volumes
+
+    path = Path(args.path)
+    # A folder of volumes, not a DICOM folder (one with DICOM files of its own is read whole,
+    # subfolders included, as one series or a choice of several).
+    volumes = find_volumes(path) if path.is_dir() and args.series is None else []
+    if volumes and path not in volumes:
+        facts = describe_folder(path)
+        print(json.dumps(facts) if args.json else format_folder(facts))
+        return 0
     facts = describe(args.path, series=args.series)
     if args.json:
         print(json.dumps(facts))

@@ -204,24 +204,83 @@ def describe(path, series: str | None = None) -> dict:
     }
 
 
-def voxel_spacing(path, series: str | None = None) -> tuple[float, float, float]:
-    """Voxel size in mm along the axes of ``read(path)`` (canonical RAS+ order).
-
-    Headers only (NIfTI/Analyze, NRRD/MetaImage, DICOM series folders: every slice's header,
-    as the slice spacing comes from their positions); a single DICOM file is read whole."""
+def header_geometry(path, series: str | None = None) -> tuple[tuple[int, ...], np.ndarray, str]:
+    """``(shape, affine, format)`` of a volume as stored: shape in the file's voxel order, the
+    voxel -> RAS mm affine, the format name. Headers only for NIfTI/Analyze, NRRD/MetaImage and
+    DICOM series folders (every slice's header: the slice spacing comes from their positions);
+    a single DICOM file or a multi-frame series is read whole."""
     path = Path(path)
-    affine = None
+    found = None
     if path.is_dir():
         from medgen.io import dicom
 
-        affine = dicom.dicom_folder_affine(path, series)
+        geometry = dicom.dicom_folder_geometry(path, series)
+        found = (*geometry, "dicom") if geometry is not None else None
     elif path.is_file() and _suffix_in(path, nifti.SUFFIXES):
-        affine = nifti.header_affine(path)
+        found = (*nifti.header_geometry(path), "analyze" if _suffix_in(path, (".hdr", ".img")) else "nifti")
     elif path.is_file() and _suffix_in(path, sitk_formats.SUFFIXES):
-        affine = sitk_formats.header_affine(path)
-    if affine is None:
-        affine = _load(path, series).affine
-    return canonical_voxel_sizes(affine)
+        found = (*sitk_formats.header_geometry(path), "nrrd" if _suffix_in(path, (".nrrd", ".nhdr")) else "metaimage")
+    if found is not None:
+        return found
+    raw = _load(path, series)
+    return tuple(int(s) for s in raw.data.shape), raw.affine, raw.source_format
+
+
+def voxel_spacing(path, series: str | None = None) -> tuple[float, float, float]:
+    """Voxel size in mm along the axes of ``read(path)`` (canonical RAS+ order), from the
+    header where the format allows (:func:`header_geometry`)."""
+    return canonical_voxel_sizes(header_geometry(path, series)[1])
+
+
+def find_volumes(root) -> list[Path]:
+    """Every volume under a folder, recursively and sorted: files with a volume suffix, and each
+    folder that holds DICOM files directly (one entry, whatever series it holds). Hidden entries
+    and the ``.img`` half of an Analyze pair are skipped."""
+    from medgen.io import dicom
+
+    root = Path(root)
+    entries = [p for p in sorted(root.iterdir()) if not p.name.startswith(".")]
+    suffixes = nifti.SUFFIXES + sitk_formats.SUFFIXES
+    out = []
+    if any(p.is_file() and not _suffix_in(p, suffixes) and dicom.is_dicom_file(p) for p in entries):
+        out.append(root)
+    for p in entries:
+        if p.is_dir():
+            out.extend(find_volumes(p))
+        elif _suffix_in(p, suffixes) and not (_suffix_in(p, (".img",)) and p.with_suffix(".hdr").exists()):
+            out.append(p)
+    return out
+
+
+def describe_folder(root) -> dict:
+    """Header facts of every volume under ``root`` (``medgen info DIR``): per volume its path
+    relative to ``root``, shape, spacing and orientation as stored, format (or the error that
+    stops it being read); and the voxel sizes the volumes come in (RAS axes, as training sees
+    them) with their median, the grid of ``data.spacing=auto`` over the whole folder."""
+    root = Path(root)
+    volumes, sizes = [], []
+    for path in find_volumes(root):
+        row = {"path": str(path.relative_to(root))}
+        try:
+            shape, affine, fmt = header_geometry(path)
+        except InputError as e:
+            row["error"] = e.problem
+        else:
+            row.update(shape=list(shape), spacing=[round(v, 6) for v in voxel_sizes(affine)],
+                       orientation=axcodes(affine), format=fmt)
+            sizes.append(tuple(round(v, 4) for v in canonical_voxel_sizes(affine)))
+        volumes.append(row)
+    if not volumes:
+        raise InputError(root, "folder holds no readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
+    counts: dict[tuple, int] = {}
+    for size in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    return {
+        "folder": str(root),
+        "volumes": volumes,
+        "voxel_sizes": [{"spacing": list(k), "volumes": v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])],
+        "median_spacing": [float(v) for v in np.median(np.array(sizes), axis=0)] if sizes else None,
+    }
 
 
 def is_volume_path(path) -> bool:

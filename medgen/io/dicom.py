@@ -115,14 +115,16 @@ def read_dicom_folder(folder, series: str | None = None) -> RawVolume:
     return raw
 
 
-def dicom_folder_affine(folder, series: str | None = None) -> np.ndarray | None:
-    """The RAS affine ``read_dicom_folder`` would give, from the headers alone (no pixel data);
-    None for a multi-frame series, whose geometry lives in its one file."""
+def dicom_folder_geometry(folder, series: str | None = None) -> tuple[tuple[int, int, int], np.ndarray] | None:
+    """(shape, RAS affine) as ``read_dicom_folder`` would give them, from the headers alone (no
+    pixel data); None for a multi-frame series, whose geometry lives in its one file."""
     folder = Path(folder)
     chosen = _choose_series(folder, list_series(folder), series)
     if _multi_frame(chosen):
         return None
-    return _geometry(folder, [_frame_from_header(h, None) for h in chosen.headers])[1]
+    affine = _geometry(folder, [_frame_from_header(h, None) for h in chosen.headers])[1]
+    first = chosen.headers[0]
+    return (int(first.Columns), int(first.Rows), len(chosen.headers)), affine
 
 
 def _choose_series(folder: Path, listing: list[SeriesInfo], series: str | None) -> SeriesInfo:

@@ -45,12 +45,13 @@ def read_nifti(path: Path) -> RawVolume:
     )
 
 
-def header_affine(path: Path) -> np.ndarray:
-    """The voxel -> RAS mm affine from the header, without reading the voxels."""
+def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, voxel -> RAS mm affine) from the header, without reading the voxels."""
     try:
-        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        img = nib.load(str(path))
     except Exception as e:
         raise InputError(path, f"not a readable NIfTI/Analyze file ({short(e)})") from None
+    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:

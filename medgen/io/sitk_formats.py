@@ -88,8 +88,8 @@ def _affine(image) -> np.ndarray:
     return affine_from_lps(direction, spacing, origin)
 
 
-def header_affine(path: Path) -> np.ndarray:
-    """The voxel -> RAS mm affine of the first three axes from the header alone."""
+def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(size, voxel -> RAS mm affine of the first three axes) from the header alone."""
     path = Path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -98,4 +98,4 @@ def header_affine(path: Path) -> np.ndarray:
             reader.ReadImageInformation()
     except RuntimeError as e:
         raise InputError(path, f"not a readable NRRD/MetaImage header ({short(e)})") from None
-    return _affine(reader)
+    return tuple(int(v) for v in reader.GetSize()), _affine(reader)
