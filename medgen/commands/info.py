@@ -56,7 +56,8 @@ def format_folder(facts: dict) -> str:
         else:
             rows.append((v["path"], _fmt(v["shape"]), _fmt(v["spacing"]), v["orientation"], v["format"]))
     widths = [max(len(r[i]) for r in rows if not r[1].startswith("unreadable") or i == 0) for i in range(5)]
-    lines = [f"{len(facts['volumes'])} volumes under {facts['folder']} (headers only; shape and spacing in each file's voxel order)"]
+    n = len(facts["volumes"])
+    lines = [f"{n} volume{'s' if n != 1 else ''} under {facts['folder']} (headers only; shape and spacing in each file's voxel order)"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     sizes = facts["voxel_sizes"]
     if sizes:
