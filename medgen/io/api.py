@@ -217,9 +217,9 @@ def header_geometry(path, series: str | None = None) -> tuple[tuple[int, ...], n
         geometry = dicom.dicom_folder_geometry(path, series)
         found = (*geometry, "dicom") if geometry is not None else None
     elif path.is_file() and _suffix_in(path, nifti.SUFFIXES):
-        found = (*nifti.header_geometry(path), "analyze" if _suffix_in(path, (".hdr", ".img")) else "nifti")
+        found = nifti.header_geometry(path)
     elif path.is_file() and _suffix_in(path, sitk_formats.SUFFIXES):
-        found = (*sitk_formats.header_geometry(path), "nrrd" if _suffix_in(path, (".nrrd", ".nhdr")) else "metaimage")
+        found = sitk_formats.header_geometry(path)
     if found is not None:
         return found
     raw = _load(path, series)

@@ -41,17 +41,21 @@ def read_nifti(path: Path) -> RawVolume:
         data=data,
         affine=np.asarray(img.affine, dtype=np.float64),
         disk_dtype=np.dtype(img.get_data_dtype()),
-        source_format="nifti" if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) else "analyze",
+        source_format=_format(img),
     )
 
 
-def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """(shape, voxel -> RAS mm affine) from the header, without reading the voxels."""
+def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
+    """(shape, voxel -> RAS mm affine, format) from the header, without reading the voxels."""
     try:
         img = nib.load(str(path))
     except Exception as e:
         raise InputError(path, f"not a readable NIfTI/Analyze file ({short(e)})") from None
-    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64), _format(img)
+
+
+def _format(img) -> str:
+    return "nifti" if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) else "analyze"
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:

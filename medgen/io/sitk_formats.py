@@ -69,8 +69,11 @@ def read_sitk(path: Path) -> RawVolume:
     elif dim > 3:
         arr = arr.reshape(arr.shape[-3:])
     data = np.ascontiguousarray(arr.transpose(2, 1, 0), dtype=np.float32)
-    fmt = "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "metaimage"
-    return RawVolume(data=data, affine=_affine(img), disk_dtype=np.dtype(disk_dtype), source_format=fmt)
+    return RawVolume(data=data, affine=_affine(img), disk_dtype=np.dtype(disk_dtype), source_format=_format(path))
+
+
+def _format(path: Path) -> str:
+    return "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "metaimage"
 
 
 def _affine(image) -> np.ndarray:
@@ -88,8 +91,8 @@ def _affine(image) -> np.ndarray:
     return affine_from_lps(direction, spacing, origin)
 
 
-def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """(size, voxel -> RAS mm affine of the first three axes) from the header alone."""
+def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
+    """(size, voxel -> RAS mm affine of the first three axes, format) from the header alone."""
     path = Path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -98,4 +101,4 @@ def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
             reader.ReadImageInformation()
     except RuntimeError as e:
         raise InputError(path, f"not a readable NRRD/MetaImage header ({short(e)})") from None
-    return tuple(int(v) for v in reader.GetSize()), _affine(reader)
+    return tuple(int(v) for v in reader.GetSize()), _affine(reader), _format(path)

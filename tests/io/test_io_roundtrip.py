@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medgen.io import read, voxel_spacing, write
+from medgen.io import header_geometry, read, voxel_spacing, write
 
 FORMATS = ["nifti", "nrrd", "mha", "mhd", "dicom_series", "enhanced_ct"]
 
@@ -57,6 +57,9 @@ def test_voxel_spacing_from_the_header_matches_the_read_volume(fmt, tmp_path, bu
     # per RAS axis of the canonical volume, also for the permuted, flipped NIfTI
     assert voxel_spacing(path) == pytest.approx(vol.meta["spacing"], abs=1e-5)
     assert voxel_spacing(path) == pytest.approx(tuple(vol.affine[:3, :3].norm(dim=0).tolist()), abs=1e-5)
+    shape, affine, fmt = header_geometry(path)  # the file as stored, named as read() names it
+    assert shape == vol.meta["original_shape"] and fmt == vol.meta["source_format"]
+    np.testing.assert_allclose(affine, vol.meta["original_affine"].numpy(), atol=1e-4)
 
 
 def test_canonical_voxels_sit_at_the_same_world_point(tmp_path, builders):
