@@ -202,7 +202,8 @@ class _VolumeModule(DataModule):
             items = self._split(name)
             loader = _LoadSubject(self)
             if self.cache and items:
-                self._check_cache_memory(loader(items[0]), len(items), name)
+                # Checked on the cache's first volume, before the others fill memory.
+                loader.on_first = lambda first, n=len(items), split=name: self._check_cache_memory(first, n, split)
                 ds = _Unwrapped(lambda: CacheDataset(items, transform=loader, cache_rate=1.0,
                                                      num_workers=self.cache_workers, progress=False))
             else:
@@ -303,9 +304,14 @@ class _LoadSubject(Transform):
 
     def __init__(self, module: _VolumeModule):
         self.module = module
+        self.on_first = None  # called once with the first loaded subject
 
     def __call__(self, item: dict) -> dict:
-        return self.module._load(item)
+        out = self.module._load(item)
+        if self.on_first is not None:
+            hook, self.on_first = self.on_first, None
+            hook(out)
+        return out
 
 
 class PairedVolumes(_VolumeModule):
