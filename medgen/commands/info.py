@@ -79,7 +79,7 @@ def run(args) -> int:
     # subfolders included, as one series or a choice of several).
     volumes = find_volumes(path) if path.is_dir() and args.series is None else []
     if volumes and path not in volumes:
-        facts = describe_folder(path)
+        facts = describe_folder(path, volumes)
         print(json.dumps(facts) if args.json else format_folder(facts))
         return 0
     facts = describe(args.path, series=args.series)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -252,14 +253,15 @@ def find_volumes(root) -> list[Path]:
     return out
 
 
-def describe_folder(root) -> dict:
+def describe_folder(root, volumes: list[Path] | None = None) -> dict:
     """Header facts of every volume under ``root`` (``medgen info DIR``): per volume its path
     relative to ``root``, shape, spacing and orientation as stored, format (or the error that
     stops it being read); and the voxel sizes the volumes come in (RAS axes, as training sees
-    them) with their median, the grid of ``data.spacing=auto`` over the whole folder."""
+    them) with their median, the grid of ``data.spacing=auto`` over the whole folder.
+    ``volumes``: :func:`find_volumes` of ``root`` when the caller already has it."""
     root = Path(root)
-    volumes, sizes = [], []
-    for path in find_volumes(root):
+    rows, sizes = [], []
+    for path in find_volumes(root) if volumes is None else volumes:
         row = {"path": str(path.relative_to(root))}
         try:
             shape, affine, fmt = header_geometry(path)
@@ -269,16 +271,13 @@ def describe_folder(root) -> dict:
             row.update(shape=list(shape), spacing=[round(v, 6) for v in voxel_sizes(affine)],
                        orientation=axcodes(affine), format=fmt)
             sizes.append(tuple(round(v, 4) for v in canonical_voxel_sizes(affine)))
-        volumes.append(row)
-    if not volumes:
+        rows.append(row)
+    if not rows:
         raise InputError(root, "folder holds no readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
-    counts: dict[tuple, int] = {}
-    for size in sizes:
-        counts[size] = counts.get(size, 0) + 1
     return {
         "folder": str(root),
-        "volumes": volumes,
-        "voxel_sizes": [{"spacing": list(k), "volumes": v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])],
+        "volumes": rows,
+        "voxel_sizes": [{"spacing": list(k), "volumes": v} for k, v in Counter(sizes).most_common()],
         "median_spacing": [float(v) for v in np.median(np.array(sizes), axis=0)] if sizes else None,
     }
 
