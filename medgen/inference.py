@@ -88,9 +88,10 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
     return written
 
 
-def evaluation_data(config, data_dir: str | Path):
-    """The task's data module on `data_dir` with the run's data settings, set up, and a dataset
-    of whole volumes of every subject (``all_dataset()``)."""
+def evaluation_data(config, data_dir: str | Path, state: dict | None = None):
+    """The task's data module on `data_dir` with the run's data settings and fitted ``state``
+    (the checkpoint's ``data``), set up, and a dataset of whole volumes of every subject
+    (``all_dataset()``)."""
     from medgen.models.registry import get_model_class
 
     data_dir = Path(data_dir)
@@ -98,18 +99,21 @@ def evaluation_data(config, data_dir: str | Path):
         raise InputError(data_dir, "no such folder")
     cls = get_model_class(config.task).data_module
     data = cls(**{**config.data, "root": str(data_dir)})
+    data.load_state_dict(state or {})
     data.setup()
     return data, data.all_dataset()
 
 
-def evaluate_folder(model, config, data_dir: str | Path, fid_slices: int | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_folder(model, config, data_dir: str | Path, fid_slices: int | None = None, progress: bool = True,
+                    state: dict | None = None) -> dict[str, Any]:
     """Metrics of `model` on every subject under `data_dir`: ``{"n_volumes", "metrics"
-    (means, as ``val/*`` in training, without the prefix), "subjects" ({subject: metrics})}``."""
+    (means, as ``val/*`` in training, without the prefix), "subjects" ({subject: metrics})}``.
+    ``state``: the run's fitted data state (the checkpoint's ``data``)."""
     from monai.data import DataLoader
 
     from medgen.engine.validation import evaluate_volumes
 
-    _, dataset = evaluation_data(config, data_dir)
+    _, dataset = evaluation_data(config, data_dir, state)
     if len(dataset) == 0:
         raise InputError(data_dir, "no subject to evaluate")
     per_subject: dict[str, dict[str, float]] = {}

@@ -24,7 +24,8 @@ def run(args) -> int:
     model, _, config, ckpt = load_task(args.run, device=args.device)
     if config.task != args.task:
         raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
-    result = evaluate_folder(model, config, args.data, fid_slices=args.fid_slices, progress=not args.json)
+    result = evaluate_folder(model, config, args.data, fid_slices=args.fid_slices, progress=not args.json,
+                             state=ckpt.get("data"))
     result = {"task": config.task, "run": str(args.run), "run_id": ckpt.get("run_id"), "epoch": ckpt.get("epoch"),
               "data": str(args.data), **result}
     if args.json:

@@ -13,6 +13,19 @@ defaults) and turns a user's folder into datasets. The engine builds the DataLoa
   input kind into model space, returning ``(tensor (C, *spatial), state)``;
   ``postprocess(output, state)`` maps a model-space output back to the input's units and
   geometry (a MetaTensor that ``medgen.io.write`` can write over the input).
+
+What ``setup()`` decides from the data travels with the run, so that ``infer``/``evaluate``/
+``score`` work without the training folder:
+
+* ``resolved_settings()`` -- constructor settings (e.g. ``spacing: auto`` as the chosen voxel
+  size), written into the run's config;
+* ``model_settings()`` -- model constructor arguments the data fixes (e.g. the number of genes
+  kept): :func:`medgen.engine.train` sets the data up before it builds the model and saves them
+  in the config's ``model`` section;
+* ``state_dict()`` / ``load_state_dict()`` -- statistics fitted on the training split (e.g. the
+  genes kept and their scaling), saved in every checkpoint (plain types and tensors, loadable
+  with ``weights_only=True``). A module that holds a loaded state applies it to new data rather
+  than fitting again.
 """
 
 from __future__ import annotations
@@ -33,6 +46,17 @@ class DataModule:
         """Constructor settings that ``setup()`` decided from the data (e.g. ``spacing: auto``),
         as config values: the engine saves them with the run so inference reuses them."""
         return {}
+
+    def model_settings(self) -> dict[str, Any]:
+        """Model constructor arguments decided by the data (after ``setup()``)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``setup()`` fitted on the training split and inference needs."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (on a module that has not been set up)."""
 
     def train_dataset(self) -> Dataset:
         raise NotImplementedError

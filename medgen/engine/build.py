@@ -22,12 +22,21 @@ from medgen.errors import InputError
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def build_task(config: Config):
-    """(model, data) for ``config.task``; ``model.roi_size`` = the data's patch size."""
+def build_task(config: Config, setup: bool = False):
+    """(model, data) for ``config.task``; ``model.roi_size`` = the data's patch size.
+
+    setup: set the data up first (training): what it decides -- ``resolved_settings()`` and the
+    model's ``model_settings()`` (e.g. the number of input genes) -- goes into ``config`` before
+    the model is built, so the saved config rebuilds the same model without the data.
+    """
     from medgen.models.registry import get_model_class
 
     model_cls = get_model_class(config.task)
     data = model_cls.data_module(**config.data)
+    if setup:
+        data.setup()
+        config.data.update(data.resolved_settings())
+        config.model.update(data.model_settings())
     model = model_cls(**config.model)
     patch = getattr(data, "patch_size", None)
     if patch is not None:
@@ -40,7 +49,7 @@ def train(config: Config) -> str:
     from medgen.engine.trainer import Trainer
 
     seed_everything(config.trainer.seed)  # the model's initial weights depend on the seed
-    model, data = build_task(config)
+    model, data = build_task(config, setup=True)
     return Trainer(config, model, data).fit()
 
 
@@ -79,7 +88,7 @@ def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: 
 
     The model holds the checkpoint's weights and extra state, in eval mode on `device`
     ("auto" = CUDA when present). The data module is constructed but not set up (its training
-    folder need not exist where the model is used).
+    folder need not exist where the model is used); it holds the state its training fitted.
     """
     from medgen.engine.trainer import resolve_device
 
@@ -87,6 +96,7 @@ def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: 
         ckpt: dict[str, Any] = load_checkpoint(resolve_checkpoint(run_or_ckpt, tracking_uri, tmp))
     config = config_from_dict(_native_grid_if_unsaved(ckpt["config"]))
     model, data = build_task(config)
+    data.load_state_dict(ckpt.get("data") or {})
     model.load_state_dict(ckpt["model"])
     model.load_extra_state(ckpt.get("extra") or {})
     model.to(resolve_device(device))

@@ -5,7 +5,8 @@ A checkpoint is a dict of state dicts and plain values only (no pickled classes)
 
 ``format, task, config (Config.to_dict()), epoch (epochs completed), global_step,
 model (every network, one state dict), optimizers/schedulers/scalers ({name: state}),
-rng, run_id, extra (model.extra_state()), best ({metric, mode, value, epoch}), metrics``.
+rng, run_id, extra (model.extra_state()), data (the data module's fitted state_dict()),
+best ({metric, mode, value, epoch}), metrics``.
 """
 
 from __future__ import annotations

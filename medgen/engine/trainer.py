@@ -233,6 +233,7 @@ class Trainer:
             "rng": rng_state(),
             "run_id": self.run_id,
             "extra": self.model.extra_state(),
+            "data": self.data.state_dict(),
             "best": {"metric": self.best_metric, "mode": self.best_mode, "value": self.best_value, "epoch": self.best_epoch},
             "metrics": dict(self.last_metrics),
         }

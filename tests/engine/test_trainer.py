@@ -138,6 +138,23 @@ def test_load_task_from_checkpoint_and_run_id():
         load_task("0" * 32)
 
 
+def test_what_the_data_fits_travels_with_the_run(tmp_path):
+    """Model settings the data decides are saved in the config; its fitted state in the checkpoint."""
+    import nibabel as nib
+    import numpy as np
+
+    from medgen.inference import evaluation_data
+
+    run_id = train(toy_config(task="toy-fitted", trainer={"max_epochs": 1, "val_images": False}))
+    model, data, config, ckpt = load_task(checkpoint(run_id), device="cpu")
+    assert config.model["channels"] == 3 and model.G[0].out_channels == 3
+    assert data.fitted_mean is not None and data.fitted_mean == pytest.approx(float(ckpt["data"]["mean"]))
+    volume = tmp_path / "other.nii.gz"  # other data: the training statistic is applied, not refitted
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 16), dtype=np.float32) * 50, np.eye(4)), volume)
+    other, _ = evaluation_data(config, volume, state=ckpt["data"])
+    assert len(other.items) == other.n_train + other.n_val and other.fitted_mean == data.fitted_mean
+
+
 def test_tracking_disabled_still_checkpoints(tmp_path):
     run_id = train(toy_config(trainer={"max_epochs": 1, "val_images": False}, tracking={"enabled": False}))
     assert checkpoint(run_id).is_file()

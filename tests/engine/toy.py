@@ -163,12 +163,39 @@ class ToyModel(GenerativeModel):
         return self.G
 
 
-def toy_config(tmp_path=None, **sections):
+class FittedToyData(ToyData):
+    """ToyData that fits a statistic on its training subjects and sizes the model (the hooks a
+    data module uses for what inference needs without the data: ``state_dict``, ``model_settings``)."""
+
+    fitted_mean: float | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        if self.fitted_mean is None:  # a loaded state is applied, not refitted
+            self.fitted_mean = float(torch.stack([d["source"] for d in self.items[: self.n_train]]).mean())
+
+    def model_settings(self):
+        return {"channels": 3}
+
+    def state_dict(self):
+        return {"mean": torch.tensor(self.fitted_mean)}
+
+    def load_state_dict(self, state):
+        if state:
+            self.fitted_mean = float(state["mean"])
+
+
+@register_model("toy-fitted")
+class FittedToyModel(ToyModel):
+    data_module = FittedToyData
+
+
+def toy_config(tmp_path=None, task="toy", **sections):
     """A Config for the toy task; ``sections`` update data/model/optim/trainer/tracking."""
     from medgen.config import build_config
 
     raw = {
-        "task": "toy",
+        "task": task,
         "data": {},
         "model": {},
         "trainer": {"max_epochs": 2, "fid_slices": 0, "progress": False, "device": "cpu"},
