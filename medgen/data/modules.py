@@ -173,14 +173,21 @@ class _VolumeModule(DataModule):
 
     def setup(self) -> None:
         items = self._discover()
+        self.splits = self._split_items(items)
+        self.splits["all"] = sorted(items, key=lambda i: i["subject"])  # `medgen evaluate` on a whole folder
+        if self._auto_spacing and self.spacing is None:
+            self.spacing = median_spacing(self._grid_paths(self.splits["train"] or self.splits["all"]), self.spatial_dims)
+
+    def _split_items(self, items: list[dict]) -> dict[str, list[dict]]:
+        """``{"train", "val", "test"}``: the items split by subject."""
         train, val, test = split_subjects([i["subject"] for i in items], self.val_fraction, self.test_fraction,
                                           self.split_seed)
         by_name = {i["subject"]: i for i in items}
-        self.splits = {name: [by_name[s] for s in ids] for name, ids in (("train", train), ("val", val), ("test", test))}
-        self.splits["all"] = [by_name[s] for s in sorted(by_name)]  # `medgen evaluate` on a whole folder
-        if self._auto_spacing and self.spacing is None:
-            self.spacing = median_spacing([i[self._grid_key()] for i in (self.splits["train"] or self.splits["all"])],
-                                          self.spatial_dims)
+        return {name: [by_name[s] for s in ids] for name, ids in (("train", train), ("val", val), ("test", test))}
+
+    def _grid_paths(self, items: list[dict]) -> list:
+        """The volumes whose voxel sizes set the grid of ``spacing: auto`` (the model's inputs)."""
+        return [i[self._grid_key()] for i in items]
 
     def _grid_key(self) -> str:
         """The key whose volumes set the grid (the model's input)."""
@@ -215,8 +222,8 @@ class _VolumeModule(DataModule):
         """Say so before caching the split would exhaust memory (the system would kill the run
         without a word): ``n`` volumes like ``first``, plus the patch sampler's voxel indices."""
         per_volume = sum(v.numel() * v.element_size() for v in first.values() if torch.is_tensor(v))
-        if split == "train":
-            per_volume += 8 * first["fg"].numel()  # int64 foreground/background indices
+        if split == "train":  # int64 foreground/background indices of each sampled volume
+            per_volume += 8 * sum(v.numel() for k, v in first.items() if k.startswith("fg") and torch.is_tensor(v))
         need, free = per_volume * n, available_memory()
         if free is not None and need > 0.8 * free:
             print(f"medgen: caching {n} volumes ({split} split) needs about {need / 2**30:.1f} GiB, more than the "
@@ -264,14 +271,15 @@ class _VolumeModule(DataModule):
     def _mask(self, grid: MetaTensor) -> torch.Tensor:
         return torch.from_numpy(foreground_mask(grid.as_tensor()))
 
-    def preprocess(self, volume: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """One raw input volume (``medgen.io.read`` result) -> ``((1, *spatial) tensor, state)``."""
+    def preprocess(self, volume: torch.Tensor, modality: str | None = None) -> tuple[torch.Tensor, dict]:
+        """One raw input volume (``medgen.io.read`` result) -> ``((1, *spatial) tensor, state)``;
+        ``modality`` overrides the module's (a two-modality module names its input's)."""
         where = (getattr(volume, "meta", {}) or {}).get("filename_or_obj", "input")
         if not isinstance(volume, MetaTensor):
             volume = MetaTensor(torch.as_tensor(volume, dtype=torch.float32), affine=torch.eye(4, dtype=torch.float64))
         volume = self._spatial(volume, where)
         grid = self._grid(volume)
-        params = self._intensity_params(grid.as_tensor(), self._mask(grid).numpy())
+        params = self._intensity_params(grid.as_tensor(), self._mask(grid).numpy(), modality)
         pads = self._pads(tuple(grid.shape))
         tensor = self._finish(apply_intensity(grid.as_tensor(), params), pads, -1.0)
         state = {"params": params, "output_params": self._output_params(params), "pads": pads,
@@ -281,13 +289,33 @@ class _VolumeModule(DataModule):
     def _output_params(self, params: dict) -> dict:
         return params
 
-    def _intensity_params(self, volume: torch.Tensor, mask) -> dict:
+    def _intensity_params(self, volume: torch.Tensor, mask, modality: str | None = None) -> dict:
         """Normalisation of an input volume (training and inference alike)."""
-        return intensity_params(volume, self.modality, mask)
+        return intensity_params(volume, modality or self.modality, mask)
 
-    def postprocess(self, output: torch.Tensor, state: dict, intensity: bool = True) -> MetaTensor:
+    def _load_volume(self, path, modality: str | None = None) -> dict:
+        """One volume through the cached pipeline: ``{"raw", "grid"`` (MetaTensors), ``"image"``
+        ``(1, *spatial)`` in model space, ``"fg"`` (its foreground, float), ``"pads"}``."""
+        raw = self._spatial(_read(path), path)
+        grid = self._grid(raw)
+        fg = self._mask(grid)
+        params = self._intensity_params(grid.as_tensor(), fg.numpy(), modality)
+        pads = self._pads(tuple(grid.shape))
+        return {"raw": raw, "grid": grid, "pads": pads, "fg": self._finish(fg.float(), pads, 0.0),
+                "image": self._finish(apply_intensity(grid.as_tensor(), params), pads, -1.0)}
+
+    def _load_labels(self, path, image: MetaTensor, subject: str, key: str) -> torch.Tensor:
+        """A mask or label map that must share ``image``'s raw grid, on the model grid (nearest)."""
+        vol = self._spatial(_read(path), path)
+        if tuple(vol.shape) != tuple(image.shape) or float((vol.affine - image.affine).abs().max()) > GEOMETRY_TOLERANCE_MM:
+            raise InputError(path, f"subject '{subject}': '{key}' does not share the grid of its image "
+                                   f"(shape {tuple(vol.shape)} vs {tuple(image.shape)})")
+        return self._grid(vol, mode="nearest").as_tensor()
+
+    def postprocess(self, output: torch.Tensor, state: dict, intensity: bool = True, mode: str = "bilinear") -> MetaTensor:
         """A model output ``(1, *spatial)`` (or ``(1, 1, *spatial)``) back to the input's units
-        (unless ``intensity=False``, e.g. for anomaly maps) and onto the input's grid."""
+        (unless ``intensity=False``, e.g. for anomaly maps) and onto the input's grid
+        (``mode="nearest"`` for label maps)."""
         out = torch.as_tensor(output).detach().float().cpu()
         while out.ndim > self.spatial_dims + 1:
             out = out[0]
@@ -296,7 +324,7 @@ class _VolumeModule(DataModule):
             out = invert_intensity(out, state["output_params"])
         if self.spatial_dims == 2:
             out = out[..., None]
-        return from_model_grid(out, state["model_affine"], state["reference"])
+        return from_model_grid(out, state["model_affine"], state["reference"], mode)
 
 
 class _LoadSubject(Transform):
@@ -437,10 +465,10 @@ class Volumes(_VolumeModule):
         self.augment = bool(augment)
         self.mask_key, self.label_key = mask_key, label_key
 
-    def _intensity_params(self, volume: torch.Tensor, mask) -> dict:
+    def _intensity_params(self, volume: torch.Tensor, mask, modality: str | None = None) -> dict:
         # Clip only the dark end: an anomaly brighter than every normal tissue (a FLAIR lesion)
         # must keep its contrast, not be flattened to the window's top like the brightest 0.5 %.
-        params = super()._intensity_params(volume, mask)
+        params = super()._intensity_params(volume, mask, modality)
         return {**params, "clip": "low"} if params["clip"] else params
 
     def _discover(self) -> list[dict]:
@@ -450,27 +478,20 @@ class Volumes(_VolumeModule):
     def _grid_key(self) -> str:
         return self.key
 
-    def _load_mask(self, item: dict, key: str, image: MetaTensor) -> torch.Tensor:
-        vol = self._spatial(_read(item[key]), item[key])
-        if tuple(vol.shape) != tuple(image.shape) or float((vol.affine - image.affine).abs().max()) > GEOMETRY_TOLERANCE_MM:
-            raise InputError(self.root / item["subject"], f"subject '{item['subject']}': '{key}' does not share the grid of '{self.key}'")
-        return self._grid(vol, mode="nearest").as_tensor() > 0.5
+    def _load_mask(self, item: dict, key: str, image: MetaTensor, pads) -> torch.Tensor:
+        mask = self._load_labels(item[key], image, item["subject"], key) > 0.5
+        return self._finish(mask.float(), pads, 0.0) > 0.5
 
     def _load(self, item: dict) -> dict:
-        raw = self._spatial(_read(item[self.key]), item[self.key])
-        image = self._grid(raw)
-        fg = self._mask(image)
-        params = self._intensity_params(image.as_tensor(), fg.numpy())
-        pads = self._pads(tuple(image.shape))
-        mask = self._load_mask(item, self.mask_key, raw) if self.mask_key else fg
+        v = self._load_volume(item[self.key])
         out = {
-            "image": self._finish(apply_intensity(image.as_tensor(), params), pads, -1.0),
-            "fg": self._finish(fg.float(), pads, 0.0),
-            "mask": self._finish(mask.float(), pads, 0.0) > 0.5,
+            "image": v["image"],
+            "fg": v["fg"],
+            "mask": self._load_mask(item, self.mask_key, v["raw"], v["pads"]) if self.mask_key else v["fg"] > 0.5,
             "subject": item["subject"],
         }
         if self.label_key:
-            out["label"] = self._finish(self._load_mask(item, self.label_key, raw).float(), pads, 0.0) > 0.5
+            out["label"] = self._load_mask(item, self.label_key, v["raw"], v["pads"])
         return out
 
     def train_dataset(self) -> Dataset:

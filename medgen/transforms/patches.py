@@ -58,17 +58,22 @@ class RandomPatches(Dataset):
     """Random patches of ``keys`` from a dataset of whole-volume dicts ``{key: (C, *spatial)}``.
 
     ``label_key`` names a foreground mask in the items used to weight centres (``pos``:``neg``);
-    without it centres are uniform. ``transform`` (e.g. :func:`augmentation`) runs on each patch.
+    without it centres are uniform. ``region_key`` restricts centres of both kinds to a mask
+    (e.g. ``label_key`` a lesion map, ``region_key`` the body: lesion-centred patches at the
+    odds ``pos``:``neg``, the rest in the body rather than in air). ``transform`` (e.g.
+    :func:`augmentation`) runs on each patch.
     """
 
     def __init__(self, volumes: Dataset, keys: Sequence[str], patch_size: Sequence[int], patches_per_volume: int = 8,
-                 label_key: str | None = "fg", pos: float = 3.0, neg: float = 1.0, transform=None):
+                 label_key: str | None = "fg", pos: float = 3.0, neg: float = 1.0, transform=None,
+                 region_key: str | None = None):
         self.volumes = volumes
         self.keys = list(keys)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.patches_per_volume = int(patches_per_volume)
         self.label_key = label_key
-        crop_keys = self.keys + ([label_key] if label_key else [])
+        self.region_key = region_key
+        crop_keys = list(dict.fromkeys(self.keys + ([label_key] if label_key else [])))  # a label may be an output
         if label_key:
             self.cropper = RandCropByPosNegLabeld(crop_keys, label_key=label_key, spatial_size=self.patch_size,
                                                   pos=pos, neg=neg, num_samples=1, allow_smaller=True,
@@ -98,7 +103,8 @@ class RandomPatches(Dataset):
         if self.label_key:
             data[self.label_key] = item[self.label_key]
             if v not in self._indices:
-                self._indices[v] = map_binary_to_indices(_plain(item[self.label_key]) > 0)
+                region = _plain(item[self.region_key]) if self.region_key else None
+                self._indices[v] = map_binary_to_indices(_plain(item[self.label_key]) > 0, region, 0.0)
             data["_fg_indices"], data["_bg_indices"] = self._indices[v]
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         tracking = get_track_meta()
@@ -128,3 +134,33 @@ def _share_generator(transform, rng: np.random.RandomState) -> None:
 def _plain(x) -> torch.Tensor:
     x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
     return x.float().contiguous()
+
+
+class JoinedPatches(Dataset):
+    """Items that join a patch from each of several patch datasets: ``{prefix + key: patch}``.
+
+    For training on two unaligned sets at once: an MR patch with an unrelated CT patch (CycleGAN),
+    or a labelled source-domain patch with an unlabelled target-domain one (domain adaptation).
+    ``streams`` is ``[(dataset, prefix), ...]``; the length is the longest stream's, and item ``i``
+    takes item ``i`` of that stream and a random item of every other one (drawn from torch's
+    generator: reproducible under ``torch.manual_seed``, a new pairing every epoch, as CycleGAN's
+    unaligned loader does).
+    """
+
+    def __init__(self, streams: Sequence[tuple[Dataset, str]]):
+        self.streams = [(ds, str(prefix)) for ds, prefix in streams]
+        if not self.streams or any(len(ds) == 0 for ds, _ in self.streams):
+            raise ValueError("every stream needs at least one item")
+        self.lead = max(range(len(self.streams)), key=lambda k: len(self.streams[k][0]))
+
+    def __len__(self) -> int:
+        return len(self.streams[self.lead][0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for {len(self)} items")
+        out = {}
+        for k, (ds, prefix) in enumerate(self.streams):
+            i = index if k == self.lead else int(torch.randint(0, len(ds), (1,)).item())
+            out.update({prefix + key: value for key, value in ds[i].items()})
+        return out

@@ -1,0 +1,113 @@
+"""Data for domain-adversarial segmentation (Kamnitsas et al. 2017): labelled scans from a source
+domain, unlabelled scans from a target domain (another scanner or protocol).
+
+Layout (DESIGN.md section 2): ``root/source/<subject>/{image,label}`` and
+``root/target/<subject>/image``, a target ``label`` being optional and used only for evaluation.
+Each domain is split by subject on its own (so both have validation subjects); subjects are
+named ``source/<name>`` and ``target/<name>``.
+
+Images go through the volume pipeline of :mod:`medgen.data.modules` (grid, per-volume intensity
+normalisation, padding); label maps are resampled with nearest neighbours and must hold class
+indices ``0 .. n_classes - 1`` (0 = background).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from medgen.data.layouts import discover_domain
+from medgen.data.modules import _VolumeModule
+from medgen.errors import InputError
+from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
+
+DOMAINS = ("source", "target")
+
+
+class DomainVolumes(_VolumeModule):
+    """Labelled source and unlabelled target volumes.
+
+    Train items ``{"image", "label", "target_image"}``: a source patch ``(1, *patch)``, its label
+    patch (class indices, as float), and a patch of a random target subject (a new pairing every
+    epoch). A share ``label_fraction`` of source patches is centred on a labelled voxel (label > 0),
+    the rest anywhere in the body, so small lesions are seen often enough (nnU-Net oversamples a
+    third); target patches are centred in the body. ``augment`` flips patches (a label with its image).
+
+    Val/test/all items are whole volumes of both domains: ``{"image", "mask", "subject",
+    "domain"}`` (``domain`` 0 = source, 1 = target) and ``"label"`` (int64 ``(1, *spatial)``)
+    where the subject has one. ``model_settings()`` gives the model ``out_channels = n_classes``.
+    """
+
+    def __init__(self, root, modality: str = "mr", n_classes: int = 2, spacing="auto", patch_size=(32, 32, 32),
+                 patches_per_volume: int = 8, batch_size: int = 4, val_fraction: float = 0.2, test_fraction: float = 0.0,
+                 split_seed: int = 0, cache: bool = True, cache_workers: int = 1, augment: bool = False,
+                 label_fraction: float = 0.33):
+        super().__init__(root, modality, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
+                         test_fraction, split_seed, cache, cache_workers)
+        self.n_classes = int(n_classes)
+        if self.n_classes < 2:
+            raise ValueError(f"n_classes counts the background too: at least 2, got {n_classes}")
+        self.augment = bool(augment)
+        self.label_fraction = float(label_fraction)
+        if not 0.0 < self.label_fraction < 1.0:
+            raise ValueError(f"label_fraction must lie in (0, 1), got {label_fraction}")
+
+    def model_settings(self) -> dict:
+        return {"out_channels": self.n_classes}
+
+    # --- discovery and split ---------------------------------------------------------------
+    def _discover(self) -> list[dict]:
+        found = discover_domain(self.root)
+        return [{**entry, "subject": f"{domain}/{entry['subject']}", "domain": d}
+                for d, domain in enumerate(DOMAINS) for entry in found[domain]]
+
+    def _split_items(self, items: list[dict]) -> dict[str, list[dict]]:
+        splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+        for d in range(len(DOMAINS)):
+            for name, part in super()._split_items([i for i in items if i["domain"] == d]).items():
+                splits[name] += part
+        return splits
+
+    def _grid_key(self) -> str:
+        return "image"
+
+    # --- one subject ---------------------------------------------------------------------------
+    def _load(self, item: dict) -> dict:
+        v = self._load_volume(item["image"])
+        out = {"image": v["image"], "fg": v["fg"], "mask": v["fg"] > 0.5, "subject": item["subject"],
+               "domain": torch.tensor(item["domain"])}
+        if item.get("label") is not None:
+            label = self._load_labels(item["label"], v["raw"], item["subject"], "label")
+            out["label"] = self._finish(self._class_indices(label, item), v["pads"], 0.0).long()
+        return out
+
+    def _class_indices(self, label: torch.Tensor, item: dict) -> torch.Tensor:
+        values = torch.unique(label)
+        bad = values[(values != values.round()) | (values < 0) | (values >= self.n_classes)]
+        if bad.numel():
+            shown = ", ".join(f"{float(b):g}" for b in bad[:5])
+            raise InputError(item["label"], f"subject '{item['subject']}': label values {shown} are not class indices "
+                                            f"0..{self.n_classes - 1} (set data.n_classes to the number of classes, "
+                                            f"background included)")
+        return label.round()
+
+    # --- datasets -------------------------------------------------------------------------------
+    def _domain_indices(self, split: str, domain: int) -> list[int]:
+        return [k for k, i in enumerate(self._split(split)) if i["domain"] == domain]
+
+    def train_dataset(self) -> Dataset:
+        volumes = self._volumes("train")
+        source, target = (self._domain_indices("train", d) for d in range(len(DOMAINS)))
+        for name, indices in zip(DOMAINS, (source, target)):
+            if not indices:
+                raise InputError(self.root / name, f"no {name} subject left for training (the folder has too few)")
+        pos = self.label_fraction / (1.0 - self.label_fraction)
+        source_patches = RandomPatches(Subset(volumes, source), ["image", "label"], self.patch_size,
+                                       self.patches_per_volume, label_key="label", region_key="fg", pos=pos, neg=1.0,
+                                       transform=flips(["image", "label"], self.spatial_dims) if self.augment else None)
+        target_patches = RandomPatches(Subset(volumes, target), ["image"], self.patch_size, self.patches_per_volume,
+                                       transform=flips(["image"], self.spatial_dims) if self.augment else None)
+        return JoinedPatches([(source_patches, ""), (target_patches, "target_")])
+
+    def _eval_keys(self) -> list[str]:
+        return ["image", "label", "mask", "subject", "domain"]

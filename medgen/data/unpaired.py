@@ -1,0 +1,100 @@
+"""Data for unpaired translation (CycleGAN, Zhu et al. 2017): two sets of scans, e.g. MR and CT of
+different patients.
+
+Layout (DESIGN.md section 2): ``root/A/<entry>`` and ``root/B/<entry>``, an entry being a volume
+file or a DICOM series folder, named after the file (``sub-01.nii.gz`` -> ``sub-01``). Each side
+has its own modality and so its own intensity scheme (e.g. MR percentile window for A, the fixed
+HU window for B, which maps outputs back to exact HU).
+
+Entries with the same name on both sides are one subject: they go to the same split, and when
+they also share a grid (a registered MR/CT pair) validation can score a translation against the
+real scan (``"paired"``); training never uses the pairing.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset, Subset
+
+from medgen.data.layouts import discover_unpaired
+from medgen.data.modules import GEOMETRY_TOLERANCE_MM, _VolumeModule
+from medgen.errors import InputError
+from medgen.transforms.intensity import MODALITIES, ct_params
+from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
+
+SIDES = ("A", "B")
+
+
+class UnpairedVolumes(_VolumeModule):
+    """Volumes of two domains ``A`` and ``B``.
+
+    Train items ``{"A", "B"}``: a patch ``(1, *patch)`` of an A volume and one of a random B volume
+    (a new pairing every epoch), both centred in the body. ``augment`` flips each patch.
+
+    Val/test/all items: one per subject name, ``{"A", "B", "mask_A", "mask_B", "subject",
+    "paired"}`` with the sides that exist (whole volumes in model space); ``paired`` is True when
+    both sides exist on one grid, so a translation can be compared with the real scan.
+
+    ``spacing: auto`` takes the median voxel size of both sides' training volumes. The ``mr``
+    scheme's units are arbitrary: an output translated into MR is mapped back with the input's
+    window; into CT, with the fixed HU window (exact HU).
+    """
+
+    def __init__(self, root, modality_a: str = "mr", modality_b: str = "ct", spacing="auto", patch_size=(32, 32, 32),
+                 patches_per_volume: int = 8, batch_size: int = 1, val_fraction: float = 0.2, test_fraction: float = 0.0,
+                 split_seed: int = 0, cache: bool = True, cache_workers: int = 1, augment: bool = False):
+        super().__init__(root, modality_a, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
+                         test_fraction, split_seed, cache, cache_workers)
+        if modality_b not in MODALITIES:
+            raise ValueError(f"modality_b must be one of {MODALITIES}, got {modality_b!r}")
+        self.modalities = {"A": modality_a, "B": modality_b}
+        self.augment = bool(augment)
+
+    # --- discovery and split ---------------------------------------------------------------
+    def _discover(self) -> list[dict]:
+        by_name: dict[str, dict] = {}
+        for side, entries in zip(SIDES, discover_unpaired(self.root)):
+            for entry in entries:
+                by_name.setdefault(entry["subject"], {"subject": entry["subject"]})[side] = entry["image"]
+        return list(by_name.values())
+
+    def _grid_paths(self, items: list[dict]) -> list:
+        return [i[side] for i in items for side in SIDES if side in i]
+
+    # --- one subject ---------------------------------------------------------------------------
+    def _load(self, item: dict) -> dict:
+        out = {"subject": item["subject"]}
+        loaded = {}
+        for side in SIDES:
+            if side in item:
+                loaded[side] = v = self._load_volume(item[side], self.modalities[side])
+                out.update({side: v["image"], f"fg_{side}": v["fg"], f"mask_{side}": v["fg"] > 0.5})
+        out["paired"] = len(loaded) == 2 and tuple(loaded["A"]["grid"].shape) == tuple(loaded["B"]["grid"].shape) and \
+            float((loaded["A"]["grid"].affine - loaded["B"]["grid"].affine).abs().max()) <= GEOMETRY_TOLERANCE_MM
+        return out
+
+    # --- datasets -------------------------------------------------------------------------------
+    def train_dataset(self) -> Dataset:
+        volumes = self._volumes("train")
+        streams = []
+        for side in SIDES:
+            indices = [k for k, i in enumerate(self._split("train")) if side in i]
+            if not indices:
+                raise InputError(self.root / side, f"no '{side}' volume left for training (the folder has too few)")
+            patches = RandomPatches(Subset(volumes, indices), [side], self.patch_size, self.patches_per_volume,
+                                    label_key=f"fg_{side}",
+                                    transform=flips([side], self.spatial_dims) if self.augment else None)
+            streams.append((patches, ""))
+        return JoinedPatches(streams)
+
+    def _eval_keys(self) -> list[str]:
+        return ["A", "B", "mask_A", "mask_B", "subject", "paired"]
+
+    # --- inference ------------------------------------------------------------------------------
+    def preprocess(self, volume, side: str = "A") -> tuple:
+        """A raw ``side`` volume to model space; its ``postprocess`` gives the other side's units."""
+        if side not in SIDES:
+            raise ValueError(f"side must be 'A' or 'B', got {side!r}")
+        tensor, state = super().preprocess(volume, modality=self.modalities[side])
+        other = self.modalities["B" if side == "A" else "A"]
+        state["output_params"] = ct_params() if other == "ct" else state["params"]
+        return tensor, state
