@@ -99,7 +99,8 @@ def evaluation_data(config, data_dir: str | Path, state: dict | None = None):
         raise InputError(data_dir, "no such folder")
     cls = get_model_class(config.task).data_module
     data = cls(**{**config.data, "root": str(data_dir)})
-    data.load_state_dict(state or {})
+    if state:
+        data.load_state_dict(state)
     data.setup()
     return data, data.all_dataset()
 

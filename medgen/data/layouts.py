@@ -158,8 +158,10 @@ def discover_domain(root, target_labels: bool | None = None) -> dict[str, list[d
 def discover_expression(root, genes_by_samples: bool = False) -> dict:
     """``{"expression": Path, "labels": Path | None, "genes_by_samples": bool}``.
 
-    ``root`` is the folder holding ``expression.tsv`` (or that file itself). By default rows are
-    samples and columns genes; ``genes_by_samples=True`` declares the transposed table.
+    ``root`` is the folder holding ``expression.tsv`` -- or ``expression.tsv.gz`` when there is
+    no ``expression.tsv`` (large tables are often kept compressed) -- or that file itself. By
+    default rows are samples and columns genes; ``genes_by_samples=True`` declares the
+    transposed table. ``labels.tsv`` beside the table is optional.
     """
     root = Path(root)
     if root.is_file():
@@ -167,9 +169,11 @@ def discover_expression(root, genes_by_samples: bool = False) -> dict:
     else:
         _require_dir(root)
         folder = root
-        expression = root / "expression.tsv"
-        if not expression.is_file():
-            raise InputError(root, "missing 'expression.tsv' (rows = samples, first column = sample id)")
+        candidates = [root / "expression.tsv", root / "expression.tsv.gz"]
+        expression = next((p for p in candidates if p.is_file()), None)
+        if expression is None:
+            raise InputError(root, "missing 'expression.tsv' or 'expression.tsv.gz' "
+                                   "(rows = samples, first column = sample id)")
     labels = folder / "labels.tsv"
     return {"expression": expression, "labels": labels if labels.is_file() else None,
             "genes_by_samples": bool(genes_by_samples)}

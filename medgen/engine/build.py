@@ -96,7 +96,8 @@ def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: 
         ckpt: dict[str, Any] = load_checkpoint(resolve_checkpoint(run_or_ckpt, tracking_uri, tmp))
     config = config_from_dict(_native_grid_if_unsaved(ckpt["config"]))
     model, data = build_task(config)
-    data.load_state_dict(ckpt.get("data") or {})
+    if ckpt.get("data"):
+        data.load_state_dict(ckpt["data"])
     model.load_state_dict(ckpt["model"])
     model.load_extra_state(ckpt.get("extra") or {})
     model.to(resolve_device(device))

@@ -1,0 +1,440 @@
+"""Gene-expression tables for the Tybalt VAE (Way & Greene, PSB 2018): :class:`ExpressionTable`.
+
+Layout (DESIGN.md section 2): ``DIR/expression.tsv`` (or ``.tsv.gz``), tab-separated, a header
+row, rows = samples, first column = sample id, one column per gene (``genes_by_samples=True``:
+the transposed table); optional ``DIR/labels.tsv`` (sample id, label) for the latent kNN accuracy.
+
+Preprocessing is the paper's (after an optional ``log2(x + 1)`` for raw counts or TPM, which
+TCGA tables from UCSC Xena have already had): keep the ``n_genes`` genes with the largest median absolute
+deviation (robust to a single outlying sample, unlike the variance), then min-max scale every
+gene to [0, 1] -- the VAE's sigmoid/BCE decoder needs inputs in [0, 1] and collapses otherwise.
+Both are fitted on the *training* samples only, so held-out samples never shape the model's
+inputs; they (and new samples at inference) get the same genes, selected by name, and the same
+scaling, clipped to [0, 1]. The fitted genes and min/max are the module's ``state_dict()``.
+
+Items: training yields one sample per item, ``{"x": (G,)}``; validation/test/all yield ONE item,
+the whole split ``{"x": (N, G), "subject": split name}``, because the VAE's metrics (latent kNN
+accuracy) are computed over a whole split at once. With labels, items also hold ``"label"``
+(int64; -1 = unknown).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from medgen.data.layouts import discover_expression
+from medgen.data.module import DataModule
+from medgen.data.splits import split_subjects
+from medgen.errors import InputError
+
+SPLITS = ("train", "val", "test", "all")
+_MAD_CHUNK = 1024  # genes per block when computing the MAD: bounds the temporary copies
+
+
+def _some(names: Sequence, k: int = 5) -> str:
+    """A few names for an error message: ``'a', 'b', 'c' and 7 more``."""
+    names = list(names)
+    shown = ", ".join(repr(str(n)) for n in names[:k])
+    return shown + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _csv(path: Path, **kwargs) -> pd.DataFrame:
+    """``pandas.read_csv`` of a tab-separated file with its parse errors as one-line InputErrors.
+
+    A value that is not a number (with a float ``dtype``) stays a ``ValueError``: the caller
+    locates the cell. Rows with more fields than the header would silently lose data, so pandas'
+    warning about it is an error.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, sep="\t", **kwargs)
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "empty file") from None
+    except pd.errors.ParserWarning:
+        raise InputError(path, "rows have more fields than the header (the header needs a name for the "
+                               "id column too, e.g. 'sample_id')") from None
+    except pd.errors.ParserError as e:
+        raise InputError(path, f"not a tab-separated table: {str(e).strip().splitlines()[-1]}") from None
+    except (UnicodeDecodeError, EOFError, OSError) as e:
+        raise InputError(path, f"cannot read the table: {e}") from None
+
+
+def _check_names(where, names: Sequence, what: str) -> None:
+    """Every name (sample id or gene name) present and unique."""
+    blank = [i for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
+    if blank:
+        raise InputError(where, f"{len(blank)} empty (or NA) {what}s, the first is {what} number {blank[0] + 1}")
+    index = pd.Index(names)
+    duplicated = index[index.duplicated()].unique()
+    if len(duplicated):
+        raise InputError(where, f"duplicate {what}s: {_some(duplicated)}")
+
+
+def _first_cell(mask: np.ndarray, sample_ids: Sequence[str], genes: Sequence[str]) -> str:
+    i, j = divmod(int(np.argmax(mask)), mask.shape[1])
+    return f"sample '{sample_ids[i]}', gene '{genes[j]}'"
+
+
+def _check_table(where, sample_ids: Sequence[str], genes: Sequence[str], values: np.ndarray,
+                 min_samples: int) -> None:
+    """Names, shape and values of a table (samples x genes) before anything is fitted on it."""
+    if not len(genes):
+        raise InputError(where, "no gene columns (expected a tab-separated table: first column sample ids, "
+                                "then one column per gene)")
+    if len(sample_ids) < min_samples:
+        raise InputError(where, f"{len(sample_ids)} sample(s); at least {min_samples} needed")
+    _check_names(where, sample_ids, "sample id")
+    _check_names(where, genes, "gene name")
+    if values.shape != (len(sample_ids), len(genes)):
+        raise InputError(where, f"values of shape {values.shape} for {len(sample_ids)} samples x {len(genes)} genes")
+    finite = np.isfinite(values)
+    if not finite.all():
+        nan = np.isnan(values)
+        if nan.any():
+            raise InputError(where, f"{int(nan.sum())} missing values (empty or NA cells), the first at "
+                                    f"{_first_cell(nan, sample_ids, genes)}")
+        raise InputError(where, f"{int((~finite).sum())} infinite values, the first at "
+                                f"{_first_cell(~finite, sample_ids, genes)}")
+
+
+def _non_numeric(path: Path, header: list[str], genes_by_samples: bool) -> InputError | None:
+    """The error naming the first cell that is not a number (slow: only after a failed read)."""
+    raw = _csv(path, header=0, names=range(len(header)), index_col=False, dtype=str)
+    for c in range(1, len(header)):
+        cells = raw[c]
+        bad = (pd.to_numeric(cells, errors="coerce").isna() & cells.notna()).to_numpy()
+        if bad.any():
+            r = int(np.argmax(bad))
+            sample, gene = (header[c], raw[0][r]) if genes_by_samples else (raw[0][r], header[c])
+            return InputError(path, f"non-numeric value {cells[r]!r} at sample '{sample}', gene '{gene}'")
+    return None
+
+
+def read_expression(path, genes_by_samples: bool = False, min_samples: int = 2
+                    ) -> tuple[list[str], list[str], np.ndarray]:
+    """``(sample_ids, genes, values)`` of a tab-separated table (``.tsv`` or ``.tsv.gz``), values
+    float32 samples x genes.
+
+    The first column holds the row names, the header row the column names: rows are samples
+    and columns genes, or the reverse with ``genes_by_samples=True``. Read with pandas' C parser
+    straight into float32 (a 10,000 x 20,000 table is 0.8 GB). Every problem is an InputError
+    naming the file: no columns, a non-numeric cell, missing or infinite values, duplicate or
+    empty names, fewer than ``min_samples`` samples (2 to train; 1 to apply a model).
+    """
+    path = Path(path)
+    header = _csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    if len(header) < 2:
+        columns = "sample" if genes_by_samples else "gene"
+        raise InputError(path, f"no {columns} columns (expected a tab-separated table with a header row: "
+                               f"first column the {'gene' if genes_by_samples else 'sample'} ids, then one column "
+                               f"per {columns})")
+    # Columns named by position: pandas would rename duplicate names (g1, g1.1), hiding them.
+    dtype = defaultdict(lambda: np.float32, {0: str})
+    try:
+        table = _csv(path, header=0, names=range(len(header)), index_col=False, dtype=dtype)
+    except ValueError as e:
+        raise (_non_numeric(path, header, genes_by_samples) or InputError(path, f"cannot parse: {e}")) from None
+    row_names = table.pop(0).tolist()
+    values = table.to_numpy(dtype=np.float32)
+    if genes_by_samples:
+        sample_ids, genes, values = header[1:], row_names, np.ascontiguousarray(values.T)
+    else:
+        sample_ids, genes = row_names, header[1:]
+    _check_table(path, sample_ids, genes, values, min_samples)
+    return sample_ids, genes, values
+
+
+def read_labels(path, sample_ids: Sequence[str], label_column: str | None = None) -> list[str | None]:
+    """The label (a string, ``None`` when unknown) of every sample of ``sample_ids`` from a
+    tab-separated file: header row, first column sample id, label in ``label_column`` (default:
+    the second column). Rows of samples that are not in ``sample_ids`` are ignored."""
+    path = Path(path)
+    table = _csv(path, dtype=str)
+    if label_column is None:
+        if table.shape[1] < 2:
+            raise InputError(path, "no label column (expected a header row, then sample id and label per row)")
+        label_column = table.columns[1]
+    elif label_column not in table.columns[1:]:
+        raise InputError(path, f"no column '{label_column}' (columns: {_some(table.columns[1:])})")
+    ids = table.iloc[:, 0].tolist()
+    _check_names(path, ids, "sample id")
+    by_id = dict(zip(ids, table[label_column]))
+    return [label if isinstance(label, str) else None for label in (by_id.get(s) for s in sample_ids)]
+
+
+def top_mad(values: np.ndarray, n: int) -> np.ndarray:
+    """Column indices of the ``n`` columns of ``values`` (samples x genes) with the largest median
+    absolute deviation, in column order; ties go to the earlier column."""
+    mad = np.empty(values.shape[1], dtype=np.float64)
+    for start in range(0, values.shape[1], _MAD_CHUNK):
+        block = values[:, start:start + _MAD_CHUNK]
+        mad[start:start + _MAD_CHUNK] = np.median(np.abs(block - np.median(block, axis=0)), axis=0)
+    return np.sort(np.argsort(-mad, kind="stable")[:n])
+
+
+def write_table(path, sample_ids: Sequence[str], columns: Sequence[str], values) -> Path:
+    """Write ``values`` (samples x columns) as a tab-separated table with a ``sample_id`` column
+    (gzip-compressed when ``path`` ends in ``.gz``), atomically: a temporary file in the same
+    folder, then ``os.replace``, so a crash never leaves a half-written table. Floats are written
+    in their shortest exact form."""
+    path = Path(path)
+    values = np.asarray(values)
+    if values.shape != (len(sample_ids), len(columns)):
+        raise ValueError(f"values of shape {values.shape} for {len(sample_ids)} rows x {len(columns)} columns")
+    frame = pd.DataFrame(values, index=pd.Index(list(sample_ids), name="sample_id"), columns=list(columns))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, sep="\t", compression="gzip" if path.name.lower().endswith(".gz") else None)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class _Samples(Dataset):
+    """One sample per item (training): ``{"x": (G,)}`` (+ ``"label"``)."""
+
+    def __init__(self, split: dict):
+        self.x, self.label = split["x"], split["label"]
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"x": self.x[index]}
+        if self.label is not None:
+            item["label"] = self.label[index]
+        return item
+
+
+class _WholeSplit(Dataset):
+    """The whole split as ONE item ``{"x": (N, G), "subject": name}`` (+ ``"label"`` (N,)); an
+    empty split is an empty dataset."""
+
+    def __init__(self, name: str, split: dict):
+        self.name, self.x, self.label = name, split["x"], split["label"]
+
+    def __len__(self) -> int:
+        return 1 if self.x.shape[0] else 0
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index not in (0, -1) or not len(self):
+            raise IndexError(index)
+        item = {"x": self.x, "subject": self.name}
+        if self.label is not None:
+            item["label"] = self.label
+        return item
+
+
+class ExpressionTable(DataModule):
+    """A gene-expression table (Tybalt): see the module docstring for layout and preprocessing.
+
+    ``root``: the folder holding ``expression.tsv[.gz]`` (+ optional ``labels.tsv``) or the table
+    file itself. ``n_genes``: genes kept by MAD (all, with a note, when the table has fewer).
+    ``label_column``: the column of ``labels.tsv`` (default: its second column). Labels are
+    strings; class indices follow the sorted class names (``classes``), -1 = unknown.
+
+    A module given a saved state (``load_state_dict``) before ``setup()`` keeps those genes and
+    that scaling instead of fitting them, so a model can be evaluated on another table; class
+    names the saved list lacks are appended after it.
+    """
+
+    def __init__(self, root, genes_by_samples: bool = False, n_genes: int = 5000, val_fraction: float = 0.1,
+                 test_fraction: float = 0.0, split_seed: int = 0, batch_size: int = 50,
+                 label_column: str | None = None, log_transform: bool = False):
+        if int(n_genes) < 1:
+            raise ValueError(f"n_genes must be at least 1, got {n_genes}")
+        self.root = Path(root)
+        self.genes_by_samples = bool(genes_by_samples)
+        self.n_genes = int(n_genes)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.batch_size = int(batch_size)
+        self.label_column = label_column
+        self.log_transform = bool(log_transform)
+        self.genes: list[str] | None = None  # kept genes, in the table's column order (fitted or loaded)
+        self._min: np.ndarray | None = None  # per kept gene, float32: training min and max
+        self._max: np.ndarray | None = None
+        self.classes: list[str] = []
+        self._splits: dict[str, dict] | None = None  # name -> {"ids", "x" (N, G), "label" (N,) | None}
+
+    # --- fitting ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Read the table (and labels), split the samples, fit genes and scaling on the training
+        samples (unless a state was loaded) and scale every split. Runs once."""
+        if self._splits is not None:
+            return
+        found = discover_expression(self.root, self.genes_by_samples)
+        where = found["expression"]
+        ids, genes, values = read_expression(where, self.genes_by_samples)
+        values = self._log(where, ids, genes, values)
+        labels = self._labels(found["labels"], ids)
+        train, val, test = split_subjects(ids, self.val_fraction, self.test_fraction, self.split_seed)
+        members = {name: np.array([i in chosen for i in ids], dtype=bool)
+                   for name, chosen in (("train", set(train)), ("val", set(val)), ("test", set(test)))}
+        fit = self.genes is None
+        if fit:
+            self._fit(where, genes, values[members["train"]])
+        x = self._scale(self._select(where, genes, values))
+        del values  # the full table: only the kept genes are needed from here on
+        # Training values lie in [0, 1] by construction (checked below); others are clipped.
+        held_out = ~members["train"] if fit else np.ones(len(ids), dtype=bool)
+        x[held_out] = np.clip(x[held_out], 0.0, 1.0)
+        _check_unit_range(where, x, ids, self.genes)
+        x = torch.from_numpy(x)
+        self._splits = {"all": {"ids": list(ids), "x": x, "label": labels}}
+        for name, mask in members.items():  # rows in the table's order
+            rows = torch.from_numpy(np.flatnonzero(mask))
+            self._splits[name] = {"ids": [ids[i] for i in rows.tolist()], "x": x[rows],
+                                  "label": None if labels is None else labels[rows]}
+
+    def _labels(self, path: Path | None, ids: list[str]) -> torch.Tensor | None:
+        if path is None:
+            if self.label_column is not None:
+                raise InputError(self.root, f"label_column '{self.label_column}' is set but there is no labels.tsv")
+            return None
+        names = read_labels(path, ids, self.label_column)
+        self.classes = self.classes + sorted({n for n in names if n is not None} - set(self.classes))
+        index = {c: i for i, c in enumerate(self.classes)}
+        return torch.tensor([-1 if n is None else index[n] for n in names], dtype=torch.int64)
+
+    def _fit(self, where: Path, genes: list[str], train: np.ndarray) -> None:
+        """Genes by MAD and their min/max, on the training samples (samples x genes) only."""
+        if len(genes) < self.n_genes:
+            print(f"medgen: {where} has {len(genes)} genes, fewer than data.n_genes={self.n_genes}: keeping all",
+                  file=sys.stderr)
+        keep = top_mad(train, self.n_genes)
+        kept = train[:, keep]
+        self.genes = [genes[j] for j in keep]
+        self._min, self._max = kept.min(axis=0), kept.max(axis=0)
+
+    def _require_state(self) -> None:
+        if self.genes is None:
+            self.setup()
+
+    # --- the fitted transform -----------------------------------------------------------------
+    def _log(self, where, ids: Sequence[str], genes: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """``log2(x + 1)`` with ``log_transform`` (skewed counts would otherwise crowd near 0 after
+        min-max scaling, a few extreme samples setting every gene's range)."""
+        if not self.log_transform:
+            return values
+        negative = values < 0
+        if negative.any():
+            raise InputError(where, f"{int(negative.sum())} negative values (data.log_transform expects counts or TPM), "
+                                    f"the first at {_first_cell(negative, ids, genes)}")
+        return np.log2(values + np.float32(1))
+
+    def _select(self, where, genes: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """The kept genes' columns, found by name (any column order; other genes ignored)."""
+        column = {g: j for j, g in enumerate(genes)}
+        missing = [g for g in self.genes if g not in column]
+        if missing:
+            raise InputError(where, f"{len(missing)} of the {len(self.genes)} genes the model uses are missing: "
+                                    f"{_some(missing)}")
+        return values[:, [column[g] for g in self.genes]]
+
+    def _scale(self, values: np.ndarray) -> np.ndarray:
+        """Min-max to the training range (unclipped); a gene constant in training maps to 0."""
+        span = self._max - self._min
+        constant = span == 0
+        out = (values - self._min) / np.where(constant, np.float32(1), span)
+        out[:, constant] = 0.0
+        return out.astype(np.float32, copy=False)
+
+    # --- DataModule ---------------------------------------------------------------------------
+    def _split(self, name: str) -> dict:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        self.setup()
+        return self._splits[name]
+
+    def sample_ids(self, split: str) -> list[str]:
+        """The ids of ``split``'s samples, in the order of its rows (the table's order)."""
+        return list(self._split(split)["ids"])
+
+    def train_dataset(self) -> Dataset:
+        return _Samples(self._split("train"))
+
+    def val_dataset(self) -> Dataset:
+        return _WholeSplit("val", self._split("val"))
+
+    def test_dataset(self) -> Dataset:
+        return _WholeSplit("test", self._split("test"))
+
+    def all_dataset(self) -> Dataset:
+        return _WholeSplit("all", self._split("all"))
+
+    def state_dict(self) -> dict:
+        """What inference needs without the training table: kept genes, their training min/max
+        and the class names (plain types and tensors: loadable with ``weights_only=True``)."""
+        self._require_state()
+        return {"genes": list(self.genes), "min": torch.from_numpy(self._min.copy()),
+                "max": torch.from_numpy(self._max.copy()), "classes": list(self.classes)}
+
+    def load_state_dict(self, state: dict) -> None:
+        genes = [str(g) for g in state["genes"]]
+        lo = torch.as_tensor(state["min"]).cpu().numpy().astype(np.float32)
+        hi = torch.as_tensor(state["max"]).cpu().numpy().astype(np.float32)
+        if not (lo.shape == hi.shape == (len(genes),)):
+            raise ValueError(f"expression state: {len(genes)} genes but min {lo.shape} and max {hi.shape}")
+        self.genes, self._min, self._max = genes, lo, hi
+        self.classes = [str(c) for c in state["classes"]]
+        self._splits = None  # scaled with the previous state
+
+    def model_settings(self) -> dict:
+        self._require_state()
+        return {"in_features": len(self.genes)}
+
+    def preprocess(self, table) -> tuple[torch.Tensor, dict]:
+        """New samples -> ``(tensor (N, G) in [0, 1], state)`` with the fitted genes and scaling.
+
+        ``table``: a table file (or its folder), read with this module's ``genes_by_samples``,
+        or a ``(sample_ids, genes, values)`` tuple as :func:`read_expression` returns.
+        """
+        if isinstance(table, tuple):
+            where = "input"
+            ids, genes, values = list(table[0]), list(table[1]), np.asarray(table[2], dtype=np.float32)
+            _check_table(where, ids, genes, values, min_samples=1)
+        else:
+            where = discover_expression(table, self.genes_by_samples)["expression"]
+            ids, genes, values = read_expression(where, self.genes_by_samples, min_samples=1)
+        self._require_state()
+        values = self._log(where, ids, genes, self._select(where, genes, values))
+        x = np.clip(self._scale(values), 0.0, 1.0)
+        _check_unit_range(where, x, ids, self.genes)
+        return torch.from_numpy(x), {"sample_ids": ids}
+
+    def postprocess(self, output: torch.Tensor, state: dict) -> tuple[list[str], list[str], np.ndarray]:
+        """A model output ``(N, G)`` in [0, 1] -> ``(sample_ids, genes, values)`` in the input's
+        units (inverse min-max, and inverse log), ready for :func:`write_table`."""
+        self._require_state()
+        out = torch.as_tensor(output).detach().float().cpu().numpy()
+        ids = list(state["sample_ids"])
+        if out.shape != (len(ids), len(self.genes)):
+            raise ValueError(f"output of shape {out.shape}, expected ({len(ids)}, {len(self.genes)})")
+        values = out * (self._max - self._min) + self._min
+        return ids, list(self.genes), np.exp2(values) - 1 if self.log_transform else values
+
+
+def _check_unit_range(where, x: np.ndarray, sample_ids: Sequence[str], genes: Sequence[str]) -> None:
+    """Guard: the VAE collapses on inputs outside [0, 1] (DESIGN.md), so never hand it any."""
+    bad = ~(np.isfinite(x) & (x >= 0) & (x <= 1))
+    if bad.any():
+        raise RuntimeError(f"{where}: {int(bad.sum())} scaled expression values are not finite or outside [0, 1], "
+                           f"the first at {_first_cell(bad, sample_ids, genes)} (a bug in the scaling)")
