@@ -45,6 +45,9 @@ GEOMETRY_TOLERANCE_MM = 1e-3
 # Shared scaling (PET): the mean target / source ratio inside the body beyond which a pair is
 # taken to be in different units (a real dose reduction keeps the mean; 1/4-dose counts would be 4x).
 SHARED_UNITS_RATIO = 2.0
+# Shared scaling: where the input passes this share of its window's top, the output blends into the
+# input itself (all of it at the top and above), which the model's range cannot represent.
+PASS_THROUGH_FROM = 0.9
 
 
 def _read(path: Path) -> MetaTensor:
@@ -327,6 +330,24 @@ class _VolumeModule(DataModule):
         return from_model_grid(out, state["model_affine"], state["reference"], mode)
 
 
+def pass_through_above(output: MetaTensor, reference, high: float, start: float = PASS_THROUGH_FROM) -> MetaTensor:
+    """``output`` where ``reference`` (the input, same grid and units) is below ``start * high``,
+    the input itself from ``high`` up, a linear blend between.
+
+    Why: model space ends at the window's top (2 x p99.5 of the input's body for PET), so a model
+    can neither see nor produce more: whole-body PET's bladder, kidneys and hottest lesions would
+    come back capped there, and with them the SUVmax a reader measures. Where the input is that
+    hot it also holds the most counts, so the measurement itself is the estimate with the least
+    relative noise. Brain PET stays below: the benchmark's volumes peak at 0.61-0.84 of the top.
+    """
+    ref = (reference.as_tensor() if isinstance(reference, MetaTensor) else torch.as_tensor(reference)).float()
+    weight = ((ref - start * high) / ((1.0 - start) * high)).clamp(0.0, 1.0)
+    if not bool((weight > 0).any()):
+        return output
+    blended = output.as_tensor() * (1.0 - weight) + ref * weight
+    return MetaTensor(blended, affine=output.affine, meta=dict(output.meta))
+
+
 class _LoadSubject(Transform):
     """Read, check, resample, normalise and pad one subject's volumes (the cached part)."""
 
@@ -431,6 +452,14 @@ class PairedVolumes(_VolumeModule):
                                               f"{t:.4g}, {t / s if s else float('inf'):.3g}x the '{self.source_key}' mean {s:.4g}; "
                                               f"both must be in the same units (e.g. kBq/ml: scale a low dose reconstructed "
                                               f"from a fraction of the counts back by 1/fraction)")
+
+    def postprocess(self, output: torch.Tensor, state: dict, intensity: bool = True, mode: str = "bilinear") -> MetaTensor:
+        """As :meth:`_VolumeModule.postprocess`; with shared scaling, voxels whose input lies near
+        or above the window's top take the input's value (see :func:`pass_through_above`)."""
+        out = super().postprocess(output, state, intensity, mode)
+        if intensity and self.share_scaling:
+            out = pass_through_above(out, state["reference"], state["params"]["high"])
+        return out
 
     def train_dataset(self) -> Dataset:
         keys = ["source", "target"]

@@ -10,7 +10,7 @@ from medgen.data.modules import PairedVolumes, Volumes
 from medgen.data.phantoms import write_phantoms
 from medgen.errors import InputError
 from medgen.io import read, write
-from medgen.transforms.intensity import apply_intensity, intensity_params
+from medgen.transforms.intensity import apply_intensity, intensity_params, invert_intensity
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,36 @@ def test_preprocess_postprocess_roundtrip_native(demo):
     out = data.postprocess(x, state)
     assert out.shape == low.shape and torch.equal(out.affine, low.affine)
     high = state["params"]["high"]
-    inside = low < high  # clipped above the window: documented
+    inside = low < high  # clipped above the window, then passed through from the input
     assert float((out - low)[inside].abs().max()) < 1e-4 * high
+
+
+def test_pet_output_takes_the_input_where_it_passes_the_window(demo):
+    """Hot spots beyond model space (whole-body PET's bladder, hot lesions) keep their measured
+    activity instead of coming back capped at the window's top."""
+    data = PairedVolumes(demo / "paired", patch_size=(24, 24, 24))
+    low = read(demo / "paired" / "sub-001" / "low_dose.nii.gz")
+    _, state = data.preprocess(low)
+    high = state["params"]["high"]
+    hot = low.clone()
+    hot[11, 11, 11] = 5 * high  # a hot lesion (one voxel: these heads are only 24 voxels wide)
+    hot[4, 4, 4] = 0.95 * high  # in the blend
+    x, state = data.preprocess(hot)
+    assert state["params"]["high"] < 1.1 * high  # the window still follows the tissue, not the lesion
+    estimate = -0.5 * torch.ones_like(x)  # some model output, well inside the window
+    out = data.postprocess(estimate, state)
+    top = state["params"]["high"]
+    plain = invert_intensity(torch.tensor(-0.5), state["params"]).item()
+    assert float(out[11, 11, 11]) == pytest.approx(float(hot[11, 11, 11]))  # not capped at `top`
+    v = float(hot[4, 4, 4])
+    w = (v - 0.9 * top) / (0.1 * top)  # inside the blend
+    assert 0 < w < 1 and float(out[4, 4, 4]) == pytest.approx((1 - w) * plain + w * v, rel=1e-4)
+    cool = hot < 0.9 * top
+    assert torch.allclose(out[cool], torch.full_like(out[cool], plain))  # the model's output elsewhere
+    mr = PairedVolumes(demo / "paired", source_key="t1", target_key="t2", modality="mr", patch_size=(24, 24, 24))
+    t1 = read(demo / "paired" / "sub-001" / "t1.nii.gz")
+    x, state = mr.preprocess(t1)
+    assert float(mr.postprocess(torch.ones_like(x), state).max()) == pytest.approx(state["params"]["high"], rel=1e-5)
 
 
 def _oblique_volume(tmp_path, shape=(20, 18, 9), spacing=(0.8, 1.1, 2.5)) -> MetaTensor:

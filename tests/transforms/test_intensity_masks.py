@@ -69,3 +69,23 @@ def test_foreground_mask_2d_and_degenerate():
     m = foreground_mask(img)
     assert m.shape == img.shape and m[5:25, 5:25].all() and not m[:5].any()
     assert foreground_mask(np.zeros((4, 4, 4))).all()
+
+
+def test_a_hot_spot_does_not_become_the_body():
+    """Whole-body PET: a bladder at 30x the tissue holds a sliver of the voxels. Plain Otsu would
+    take it for the foreground, and the PET window (2 x p99.5 in the mask) would follow it."""
+    from skimage.filters import threshold_otsu
+
+    from medgen.transforms.intensity import intensity_params
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(0.02, 0.01, (40, 40, 60)).clip(0)  # air, a little noise
+    body = np.zeros(vol.shape, bool)
+    body[8:32, 10:30, 5:55] = True  # 20 % of the voxels
+    vol[body] = rng.normal(1.0, 0.2, body.sum())
+    vol[18:21, 18:21, 40:43] = 30.0  # the bladder: 27 voxels, 0.03 %
+    assert (vol > threshold_otsu(vol)).sum() < 40  # plain Otsu keeps the bladder (and a voxel or so)
+    mask = foreground_mask(vol)
+    assert mask[body].mean() > 0.99 and mask[~body].mean() < 0.01
+    params = intensity_params(vol, "pet", mask)
+    assert 2.5 < params["high"] < 3.5  # 2 x p99.5 of the tissue (1 + 2.6 sigma), not of the bladder
