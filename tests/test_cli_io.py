@@ -89,6 +89,23 @@ def test_info_on_a_dataset_folder_lists_every_volume_and_its_voxel_sizes(tmp_pat
     assert len(err.splitlines()) == 1 and "empty" in err
 
 
+def test_info_on_an_expression_table(tmp_path, capsys):
+    from medgen.data.expression_synth import make_expression, write_expression
+
+    write_expression(tmp_path / "expr", make_expression(seed=0, n_samples=12, n_genes=30))
+    assert main(["info", "--json", str(tmp_path / "expr")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["samples"] == 12 and facts["genes"] == 30 and sum(facts["labels"].values()) == 12
+    assert facts["max"] > 100 and "log_transform" in facts["hints"][0]  # the demo table holds raw values
+    assert main(["info", str(tmp_path / "expr" / "expression.tsv"), "--genes-by-samples"]) == 0
+    table = capsys.readouterr().out
+    assert "expression table, 30 samples x 12 genes" in table and "if the rows are samples, drop" in table
+    (tmp_path / "bad.tsv").write_text("sample_id\tg1\ns1\tx\n")
+    assert main(["info", str(tmp_path / "bad.tsv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.tsv" in err and "non-numeric value 'x'" in err
+
+
 def test_convert_keeps_voxel_to_world_mapping(tmp_path, capsys):
     values, affine = _oblique_nrrd(tmp_path / "ct.nrrd")
     out = tmp_path / "out" / "ct.nii.gz"

@@ -1,18 +1,22 @@
 """`medgen info PATH [--json]`: shape, spacing, orientation, dtype, intensity range, modality;
-for a folder of volumes (e.g. a training folder) one header line per volume and the voxel sizes."""
+for a folder of volumes (e.g. a training folder) one header line per volume and the voxel sizes;
+for an expression table (``*.tsv[.gz]`` or its folder) its size, values, labels and hints."""
 
 from __future__ import annotations
 
 import json
 
 HELP = ("Show a volume's geometry and intensities (NIfTI, NRRD, MHA/MHD, DICOM file or folder), "
-        "or the geometry of every volume in a folder.")
+        "the geometry of every volume in a folder, or the size and values of an expression table.")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", help="volume file, DICOM folder, or a folder of volumes (searched recursively)")
+    parser.add_argument("path", help="volume file, DICOM folder, a folder of volumes (searched recursively), "
+                                     "or an expression table (.tsv, .tsv.gz) or its folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--series", default=None, help="DICOM folder with several series: SeriesInstanceUID or description to describe")
+    parser.add_argument("--genes-by-samples", action="store_true",
+                        help="expression table whose rows are genes and columns samples")
 
 
 def _fmt(value) -> str:
@@ -69,12 +73,37 @@ def format_folder(facts: dict) -> str:
     return "\n".join(lines)
 
 
+def format_expression(facts: dict) -> str:
+    """``describe_table()``'s facts as a few lines."""
+    lines = [f"{facts['path']}: expression table, {facts['samples']} samples x {facts['genes']} genes",
+             f"values {_fmt(facts['min'])} .. {_fmt(facts['max'])}, mean {_fmt(facts['mean'])}, "
+             f"{100 * facts['zeros']:.1f} % zeros"]
+    if facts["labels"] is not None:
+        shown = ", ".join(f"{k} {v}" for k, v in facts["labels"].items())
+        lines.append(f"labels: {shown}; {facts['unlabelled']} samples unlabelled")
+    lines += [f"hint: {h}" for h in facts["hints"]]
+    return "\n".join(lines)
+
+
+def _is_expression(path) -> bool:
+    name = path.name.lower()
+    if path.is_file():
+        return name.endswith((".tsv", ".tsv.gz"))
+    return path.is_dir() and any((path / n).is_file() for n in ("expression.tsv", "expression.tsv.gz"))
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from medgen.io import describe, describe_folder, find_volumes
 
     path = Path(args.path)
+    if _is_expression(path):
+        from medgen.data.expression import describe_table
+
+        facts = describe_table(path, args.genes_by_samples)
+        print(json.dumps(facts) if args.json else format_expression(facts))
+        return 0
     # A folder of volumes, not a DICOM folder (one with DICOM files of its own is read whole,
     # subfolders included, as one series or a choice of several).
     volumes = find_volumes(path) if path.is_dir() and args.series is None else []

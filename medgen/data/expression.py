@@ -206,6 +206,32 @@ def write_table(path, sample_ids: Sequence[str], columns: Sequence[str], values)
     return path
 
 
+def describe_table(path, genes_by_samples: bool = False) -> dict:
+    """What ``medgen info`` shows of an expression table (a file or its folder): its size, value
+    range, labels, and hints where the table looks unlike what Tybalt expects."""
+    found = discover_expression(path, genes_by_samples)
+    ids, genes, values = read_expression(found["expression"], genes_by_samples, min_samples=1)
+    facts: dict[str, Any] = {
+        "format": "expression table", "path": str(found["expression"]), "samples": len(ids), "genes": len(genes),
+        "min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
+        "zeros": float((values == 0).mean()), "labels": None, "hints": [],
+    }
+    if found["labels"] is not None:
+        names = read_labels(found["labels"], ids)
+        counts = pd.Series([n for n in names if n is not None], dtype=object).value_counts()
+        facts["labels"] = {str(k): int(v) for k, v in sorted(counts.items())}
+        facts["unlabelled"] = sum(n is None for n in names)
+    if facts["min"] >= 0 and facts["max"] > 100:
+        facts["hints"].append(f"values reach {facts['max']:.4g}: raw counts or TPM? data.log_transform=true "
+                              f"takes log2(x + 1) first")
+    if len(ids) > len(genes):  # tables usually hold far more genes than samples
+        facts["hints"].append(
+            f"more samples ({len(ids)}) than genes ({len(genes)}): " + (
+                "if the rows are samples, drop data.genes_by_samples (--genes-by-samples here)" if genes_by_samples
+                else "if the rows are genes, use data.genes_by_samples=true (--genes-by-samples here)"))
+    return facts
+
+
 class _Samples(Dataset):
     """One sample per item (training): ``{"x": (G,)}`` (+ ``"label"``)."""
 
