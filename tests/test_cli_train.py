@@ -70,6 +70,17 @@ def test_train_evaluate_infer_resume(tmp_path, capsys):
     assert np.isfinite(values).all() and values.std() > 0
     assert 0 <= values.min() and values.max() <= 400  # back in the input's units (50..350), not model space
 
+    # inference settings can change after training (--set model.KEY=VALUE); the network cannot
+    from medgen.engine import load_task
+
+    assert load_task(ckpt, device="cpu", overrides=["model.adv_weight=0.5"])[0].adv_weight == 0.5
+    for bad, says in (("model.channels=8", "no longer fit the network"), ("data.size=4", "only model.KEY=VALUE")):
+        assert main(["infer", "toy", "--run", str(ckpt), "--input", str(volume), "--output", str(tmp_path / "o2"),
+                     "--set", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "o2").exists()
+
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["infer", "toy", "--run", "missing.pt", "--input", "nowhere.nii.gz", "--output", "o"]) == 2

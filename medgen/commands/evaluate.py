@@ -14,6 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--fid-slices", type=int, default=None, help="2.5D FID slices per axis (default: the run's; 0 = off)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
+                        help="change an inference setting of the run, e.g. model.flip_ensemble=false (repeatable)")
 
 
 def run(args) -> int:
@@ -21,7 +23,7 @@ def run(args) -> int:
     from medgen.errors import ConfigError
     from medgen.inference import evaluate_folder
 
-    model, _, config, ckpt = load_task(args.run, device=args.device)
+    model, _, config, ckpt = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != args.task:
         raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
     result = evaluate_folder(model, config, args.data, fid_slices=args.fid_slices, progress=not args.json,

@@ -35,6 +35,8 @@ def add_arguments(parser) -> None:
                              "<scan folder>/brain_mask.nii.gz); default: the run's data.mask_key if it was "
                              "trained with one, else the scan's foreground; 'none' forces the foreground")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
+                        help="change an inference setting of the run, e.g. model.flip_ensemble=false (repeatable)")
 
 
 def run(args) -> int:
@@ -42,7 +44,7 @@ def run(args) -> int:
     from medgen.errors import ConfigError
     from medgen.scoring import score_paths
 
-    model, data, config, _ = load_task(args.run)
+    model, data, config, _ = load_task(args.run, overrides=args.overrides)
     if config.task != "anogan":
         raise ConfigError(f"--run {args.run} is a {config.task!r} run; `medgen score` needs an anogan run")
     if args.search_steps is not None:

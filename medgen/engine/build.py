@@ -17,7 +17,7 @@ import torch
 
 from medgen.config import Config, config_from_dict
 from medgen.engine.checkpoint import load_checkpoint, seed_everything
-from medgen.errors import InputError
+from medgen.errors import ConfigError, InputError
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -83,22 +83,42 @@ def _native_grid_if_unsaved(saved: dict[str, Any]) -> dict[str, Any]:
     return saved
 
 
-def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: str = "auto"):
+def _model_overrides(saved: dict[str, Any], overrides) -> dict[str, Any]:
+    """The saved config with ``model.KEY=VALUE`` settings changed (inference-time settings such
+    as ``model.flip_ensemble=false``); any other section would no longer describe the run."""
+    from medgen.config import apply_overrides, parse_override
+
+    for text in overrides:
+        parts, _ = parse_override(text)
+        if parts[0] != "model" or len(parts) != 2:
+            raise ConfigError(f"--set {text}: only model.KEY=VALUE settings can change after training "
+                              f"(e.g. model.flip_ensemble=false)")
+    return apply_overrides(saved, list(overrides))
+
+
+def load_task(run_or_ckpt: str | Path, tracking_uri: str | None = None, device: str = "auto", overrides=()):
     """(model, data, config, checkpoint) from a checkpoint file or an MLflow run id.
 
     The model holds the checkpoint's weights and extra state, in eval mode on `device`
     ("auto" = CUDA when present). The data module is constructed but not set up (its training
     folder need not exist where the model is used); it holds the state its training fitted.
+    ``overrides``: ``model.KEY=VALUE`` settings that leave the trained network as it is.
     """
     from medgen.engine.trainer import resolve_device
 
     with tempfile.TemporaryDirectory(prefix="medgen-ckpt-") as tmp:
         ckpt: dict[str, Any] = load_checkpoint(resolve_checkpoint(run_or_ckpt, tracking_uri, tmp))
-    config = config_from_dict(_native_grid_if_unsaved(ckpt["config"]))
+    config = config_from_dict(_model_overrides(_native_grid_if_unsaved(ckpt["config"]), overrides))
     model, data = build_task(config)
     if ckpt.get("data"):
         data.load_state_dict(ckpt["data"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        if not overrides:
+            raise
+        raise ConfigError(f"--set {' '.join(overrides)}: the trained weights no longer fit the network; "
+                          f"only settings that keep the network as trained can change") from None
     model.load_extra_state(ckpt.get("extra") or {})
     model.to(resolve_device(device))
     model.eval()
