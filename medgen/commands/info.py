@@ -99,7 +99,7 @@ def run(args) -> int:
 
     path = Path(args.path)
     if _is_expression(path):
-        from medgen.data.expression import describe_table
+        from medgen.data.expression_io import describe_table
 
         facts = describe_table(path, args.genes_by_samples)
         print(json.dumps(facts) if args.json else format_expression(facts))

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from medgen.data.expression import ExpressionTable, read_expression, write_table
+from medgen.data.expression import ExpressionTable
+from medgen.data.expression_io import read_expression, write_table
 from medgen.data.expression_synth import make_expression, write_expression
 from medgen.data.splits import split_subjects
 from medgen.errors import InputError
