@@ -66,3 +66,30 @@ def foreground_mask(volume, threshold: float | None = None) -> np.ndarray:
         sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
         mask = labels == (int(np.argmax(sizes)) + 1)
     return mask.reshape(shape)
+
+
+def foreground_box(volume, margin) -> tuple[slice, ...] | None:
+    """The bounding box of :func:`foreground_mask` grown by ``margin`` voxels per axis (clipped
+    to the volume), as slices over the last ``len(margin)`` axes; None when that is the whole
+    volume. ``volume``: ``(*spatial)`` or ``(B, C, *spatial)`` (the union over items and channels).
+    """
+    arr = volume.detach().float().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume, np.float32)
+    dims = len(margin)
+    shape = arr.shape[arr.ndim - dims:]
+    # The mask of every `step`-th voxel: the box only needs to be right to within a margin, and
+    # a whole-body field of view's mask would take seconds at full resolution.
+    step = max(1, min(int(m) for m in margin) // 8)
+    items = arr.reshape((-1,) + shape)[(slice(None),) + (slice(None, None, step),) * dims]
+    mask = np.zeros(items.shape[1:], bool)
+    for item in items:
+        mask |= foreground_mask(item)
+    if not mask.any():
+        return None
+    box = []
+    for axis, m in enumerate(margin):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(dims) if a != axis)))
+        first, last = int(hit[0]) * step - (step - 1), int(hit[-1]) * step + step - 1  # unsampled neighbours
+        box.append(slice(max(0, first - int(m)), min(shape[axis], last + 1 + int(m))))
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, shape)):
+        return None
+    return tuple(box)

@@ -108,6 +108,22 @@ def test_sliding_window_inference_keeps_any_shape(dims, shape):
     assert out["input"] is x
 
 
+def test_inference_runs_only_around_the_body():
+    """A head in a whole-body field of view: the windows cover the body's box grown by one
+    window; further out the estimate is the input (air)."""
+    torch.manual_seed(0)
+    model = PetCGAN(flip_ensemble=False, **TINY).eval()
+    model.roi_size = (16, 16, 16)
+    x = torch.full((1, 1, 96, 32, 32), -1.0)
+    x[0, 0, 4:20, 8:24, 8:24] = 0.2 + 0.1 * torch.rand(16, 16, 16)
+    out = model.infer(x)
+    assert out.shape == x.shape
+    assert torch.equal(out[:, :, 36:], x[:, :, 36:])  # a window or more from the body
+    with torch.no_grad():
+        torch.testing.assert_close(out[:, :, :36], model._infer_windows(x[:, :, :36]))
+    assert not torch.equal(out[:, :, :36], x[:, :, :36])
+
+
 def test_flip_ensemble_at_inference_not_in_periodic_validation():
     torch.manual_seed(0)
     model = PetCGAN(flip_ensemble=True, **TINY).eval()

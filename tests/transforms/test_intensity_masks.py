@@ -89,3 +89,18 @@ def test_a_hot_spot_does_not_become_the_body():
     assert mask[body].mean() > 0.99 and mask[~body].mean() < 0.01
     params = intensity_params(vol, "pet", mask)
     assert 2.5 < params["high"] < 3.5  # 2 x p99.5 of the tissue (1 + 2.6 sigma), not of the bladder
+
+
+def test_foreground_box_grows_the_body_by_the_margin_or_is_none():
+    from medgen.transforms.masks import foreground_box
+
+    vol = torch.full((1, 1, 60, 50, 20), -1.0)
+    vol[0, 0, 20:30, 10:25, 5:15] = 0.5  # a body in a large field of view
+    assert foreground_box(vol, (8, 8, 8)) == (slice(12, 38), slice(2, 33), slice(0, 20))
+    assert foreground_box(vol[0, 0], (8, 8, 8)) == foreground_box(vol, (8, 8, 8))
+    assert foreground_box(vol, (32, 32, 32)) is None  # the grown box is the whole volume
+    big = torch.full((200, 120, 120), -1.0)
+    big[61:90, 40:70, 40:70] = 0.5  # with a 32-voxel margin the mask is taken on every 4th voxel
+    box = foreground_box(big, (32, 32, 32))
+    assert box[0].start <= 61 - 32 and box[0].stop >= 90 + 32  # never tighter than the exact box
+    assert box[0].stop - box[0].start <= 29 + 64 + 2 * 4 and box[1] == box[2]
