@@ -15,6 +15,7 @@ from medgen.data.expression import ExpressionTable
 from medgen.data.phantoms import write_phantoms
 from medgen.data.unpaired import UnpairedVolumes
 from medgen.engine import load_task, train
+from medgen.inference import evaluate_folder
 from medgen.models.base import GenerativeModel
 from medgen.models.registry import register_model
 
@@ -127,6 +128,10 @@ def test_each_layout_trains_validates_and_reloads(demo, task, layout, data, metr
     run_id = train(config)
     model, module, saved, ckpt = load_task(f"checkpoints/{run_id}/last.pt", device="cpu")
     assert metric in ckpt["metrics"] and torch.isfinite(torch.tensor(ckpt["metrics"][metric]))
+    # `medgen evaluate` on the whole folder, with what training fitted
+    result = evaluate_folder(model, saved, demo / layout, fid_slices=0, progress=False, state=ckpt.get("data"))
+    items = {"unpaired": 3, "domain": 6, "expression": 1}  # subjects; a table is one whole-split item
+    assert metric.removeprefix("val/") in result["metrics"] and result["n_volumes"] == items[layout]
     if task == "toy-expression":  # the model was sized by the data, which left its state behind
         assert saved.model["in_features"] == 20 and model.net[0].in_features == 20
         assert len(ckpt["data"]["genes"]) == 20 and module.genes == ckpt["data"]["genes"]
