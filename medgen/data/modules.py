@@ -341,7 +341,7 @@ def pass_through_above(output: MetaTensor, reference, high: float, start: float 
     relative noise. Brain PET stays below: the benchmark's volumes peak at 0.61-0.84 of the top.
     """
     ref = (reference.as_tensor() if isinstance(reference, MetaTensor) else torch.as_tensor(reference)).float()
-    weight = ((ref - start * high) / ((1.0 - start) * high)).clamp(0.0, 1.0)
+    weight = torch.nan_to_num(((ref - start * high) / ((1.0 - start) * high)).clamp(0.0, 1.0), nan=0.0)
     if not bool((weight > 0).any()):
         return output
     blended = output.as_tensor() * (1.0 - weight) + ref * weight

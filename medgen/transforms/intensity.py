@@ -89,9 +89,18 @@ def intensity_params(volume, modality: str, mask=None) -> dict:
 
 
 def apply_intensity(volume, params: dict):
-    """Map ``volume`` (tensor or array) into [-1, 1] with ``params`` (same type out, float32)."""
+    """Map ``volume`` (tensor or array) into [-1, 1] with ``params`` (same type out, float32).
+
+    Values that are not finite become background (-1; +inf the window's top): some PET
+    reconstructions write NaN outside their field of view, and one NaN in a patch would make
+    every loss NaN.
+    """
     scale = 2.0 / (params["high"] - params["low"])
     out = (volume - params["low"]) * scale - 1.0
+    if isinstance(out, torch.Tensor):
+        out = torch.nan_to_num(out.float(), nan=-1.0, posinf=1.0, neginf=-1.0)
+    else:
+        out = np.nan_to_num(np.asarray(out, np.float32), nan=-1.0, posinf=1.0, neginf=-1.0)
     clip = params.get("clip", True)
     if clip:  # True: both ends; "low": only the low end (values above the window stay above 1)
         high = None if clip == "low" else 1.0

@@ -165,6 +165,27 @@ def test_auto_spacing_is_the_training_median_and_mixed_folders_say_so(tmp_path, 
     assert float((out - new).abs().mean()) < 0.1 * float(new.mean())
 
 
+def test_nan_outside_a_reconstruction_is_background(tmp_path):
+    """Some PET reconstructions write NaN outside their field of view: model space gets
+    background there, so patches, losses and estimates stay finite."""
+    for name in ("a", "b"):
+        _pet_pair(tmp_path / name, 16, 2.0)
+        for key in ("low_dose", "full_dose"):
+            img = read(tmp_path / name / f"{key}.nii.gz")
+            vol = img.as_tensor().numpy().copy()
+            vol[:, :, :3] = np.nan
+            _save(tmp_path / name / f"{key}.nii.gz", vol, img.affine.numpy())
+    data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), patches_per_volume=20, val_fraction=0.5)
+    patches = [data.train_dataset()[k] for k in range(20)]
+    assert all(torch.isfinite(p["source"]).all() and torch.isfinite(p["target"]).all() for p in patches)
+    item = data.val_dataset()[0]
+    assert torch.isfinite(item["source"]).all() and (item["source"][0, :, :, :3] == -1).all()
+    low = read(tmp_path / "a" / "low_dose.nii.gz")
+    x, state = data.preprocess(low)
+    out = data.postprocess(x, state)
+    assert torch.isfinite(out).all() and torch.allclose(out[:, :, :3], torch.zeros(16, 16, 3))
+
+
 def test_auto_spacing_of_a_uniform_folder_keeps_native_grids_quietly(tmp_path, capsys):
     for name in ("a", "b"):
         _pet_pair(tmp_path / name, 16, 2.0)
