@@ -3,7 +3,8 @@
 * :func:`infer_path` — one volume (file or DICOM folder) -> the model's output in the input's
   units and geometry: ``medgen.io.read -> data.preprocess -> model.infer -> data.postprocess``;
 * :func:`infer_to_folder` — the same for a file, a DICOM folder or a folder of volumes, writing
-  ``OUT/<name>.nii.gz`` over the input's original on-disk geometry (``medgen infer``);
+  ``OUT/<name>.nii.gz`` over the input's original on-disk geometry (``medgen infer``), and on
+  request a DICOM series ``OUT/<name>_dicom/`` beside a DICOM input;
 * :func:`evaluate_folder` — the validation metrics on every subject of a folder laid out like
   the training data (``medgen evaluate``).
 """
@@ -64,13 +65,27 @@ def infer_path(model, data, path_or_volume) -> torch.Tensor:
     return data.postprocess(out[0].detach().float().cpu(), state)
 
 
-def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path, progress: bool = True) -> list[Path]:
-    """Run :func:`infer_path` on every input under `input_path`; returns the written files."""
+def check_dicom_inputs(inputs: list[Path]) -> None:
+    """A DICOM output mirrors a DICOM series folder: any other input is an error."""
+    for path in inputs:
+        if not path.is_dir():
+            raise InputError(path, "--dicom writes a series beside a DICOM series folder; this input is a file")
+
+
+def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path, progress: bool = True,
+                    dicom_description: str | None = None) -> list[Path]:
+    """Run :func:`infer_path` on every input under `input_path`; returns the written files.
+
+    ``dicom_description``: also write each output as a DICOM series ``OUT/<name>_dicom/``
+    mirroring its DICOM input (:func:`medgen.io.dicom_write.write_dicom_like`), so described.
+    """
     from tqdm.auto import tqdm
 
     from medgen.io import read, write
 
     inputs = list_inputs(input_path)
+    if dicom_description is not None:
+        check_dicom_inputs(inputs)
     names = [output_name(p) for p in inputs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -85,6 +100,11 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
         volume = read(path)
         result = infer_path(model, data, volume)
         written.append(write(out_dir / name, result, reference=volume))
+        if dicom_description is not None:
+            from medgen.io.dicom_write import write_dicom_like
+
+            stem = name[: -len(".nii.gz")]
+            written.append(write_dicom_like(out_dir / f"{stem}_dicom", result, volume, path, dicom_description))
     return written
 
 

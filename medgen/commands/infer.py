@@ -1,6 +1,9 @@
-"""`medgen infer TASK --run RUN_OR_CKPT --input PATH --output DIR`: NIfTI outputs over the inputs."""
+"""`medgen infer TASK --run RUN_OR_CKPT --input PATH --output DIR [--dicom]`: NIfTI outputs over the
+inputs (and DICOM series beside DICOM inputs)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 HELP = "Apply a trained run to a volume, a DICOM folder or a folder of volumes (NIfTI out, input geometry)."
 
@@ -11,6 +14,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, metavar="PATH", help="volume file, DICOM folder or folder of volumes")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for <name>.nii.gz outputs")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--dicom", action="store_true",
+                        help="also write each output as a DICOM series (<name>_dicom/) mirroring its DICOM series input: "
+                             "same patient, study and geometry, a new derived series")
     parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
                         help="change an inference setting of the run, e.g. model.flip_ensemble=false (repeatable)")
 
@@ -18,12 +24,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from medgen.engine import load_task
     from medgen.errors import ConfigError
-    from medgen.inference import infer_to_folder, list_inputs
+    from medgen.inference import check_dicom_inputs, infer_to_folder, list_inputs
 
-    list_inputs(args.input)  # bad input fails before the model is loaded
-    model, data, config, _ = load_task(args.run, device=args.device, overrides=args.overrides)
+    inputs = list_inputs(args.input)  # bad input fails before the model is loaded
+    if args.dicom:
+        check_dicom_inputs(inputs)
+    model, data, config, ckpt = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != args.task:
         raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
-    for path in infer_to_folder(model, data, args.input, args.output):
+    description = f"medgen {config.task} (run {ckpt.get('run_id') or Path(args.run).name})" if args.dicom else None
+    for path in infer_to_folder(model, data, args.input, args.output, dicom_description=description):
         print(path)
     return 0
