@@ -155,13 +155,8 @@ def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
     shapes = {(int(h.Rows), int(h.Columns)) for h in s.headers}
     if len(shapes) > 1:
         raise InputError(folder, f"series {s.uid} mixes image sizes {sorted(shapes)}: not one volume")
-    frames = []
-    for h, p in zip(s.headers, s.files):
-        frames.append(_frame_from_header(h, _file_loader(p)))
-    if any(f.position is None or f.orientation is None for f in frames):
-        # No geometry (e.g. secondary capture): fall back to the acquisition order.
-        order = np.argsort([int(h.get("InstanceNumber", i) or i) for i, h in enumerate(s.headers)], kind="stable")
-        frames = [frames[i] for i in order]
+    frames = [_frame_from_header(h, _file_loader(p)) for h, p in zip(s.headers, s.files)]
+    frames = [frames[i] for i in slice_order(folder, s.headers)]
     rows, cols = shapes.pop()
     data, affine, dtype = _stack(folder, frames, rows, cols)
     return RawVolume(data, affine, dtype, "dicom", modality=s.modality, series_description=s.description or None)
@@ -363,6 +358,15 @@ def _classic_multiframe(ds: Dataset, pixels, n_frames: int) -> list[_Frame]:
         frames.append(_Frame(pos, base.orientation if pos is not None else None, base.pixel_spacing, base.slice_spacing,
                              base.slope, base.intercept, lambda i=i: pixels(i)))
     return frames
+
+
+def slice_order(folder: Path, headers: list[Dataset]) -> np.ndarray:
+    """Indices of a single-frame series' ``headers`` in the order their slices are stacked:
+    along the slice normal, or, without geometry (e.g. secondary capture), the acquisition order."""
+    frames = [_frame_from_header(h, None) for h in headers]
+    if any(f.position is None or f.orientation is None for f in frames):
+        return np.argsort([int(h.get("InstanceNumber", i) or i) for i, h in enumerate(headers)], kind="stable")
+    return _geometry(folder, frames)[0]
 
 
 def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):

@@ -27,7 +27,7 @@ from pydicom.dataelem import DataElement
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medgen.errors import InputError
-from medgen.io.dicom import _choose_series, _frame_from_header, _geometry, _multi_frame, list_series
+from medgen.io.dicom import _choose_series, _multi_frame, list_series, slice_order
 from medgen.io.geometry import from_canonical
 
 INT16_MAX = 32767
@@ -59,7 +59,7 @@ def write_dicom_like(out_dir, volume, reference, source, description: str, serie
     chosen = _choose_series(source, list_series(source), series)
     if _multi_frame(chosen):
         raise InputError(source, "a DICOM output mirrors single-frame slices; this series is multi-frame")
-    order, _ = _geometry(source, [_frame_from_header(h, None) for h in chosen.headers])
+    order = slice_order(source, chosen.headers)
     data = np.asarray(volume.detach().cpu() if hasattr(volume, "detach") else volume, dtype=np.float32)
     data = from_canonical(data.reshape(data.shape[-3:]), np.asarray(reference.meta["original_affine"], np.float64))
     first = chosen.headers[0]

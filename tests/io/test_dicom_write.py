@@ -94,3 +94,18 @@ def test_cli_infer_writes_a_dicom_series_beside_a_dicom_input(tmp_path, builders
     assert main(["infer", "toy", "--run", ckpt, "--input", str(nifti), "--output", str(tmp_path / "o2"), "--dicom"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--dicom" in err[0] and not (tmp_path / "o2").exists()
+
+
+def test_a_series_without_geometry_keeps_its_acquisition_order(tmp_path, builders, ct_stored):
+    folder = tmp_path / "sc"
+    builders.dicom_series(folder, ct_stored)
+    files = sorted(folder.iterdir())
+    names = np.random.default_rng(5).permutation(len(files))  # file names unrelated to InstanceNumber
+    for f, n in zip(files, names):  # a secondary capture: no position or orientation, only InstanceNumber
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+        f.unlink()
+        ds.save_as(folder / f"x{n:03d}", enforce_file_format=True)
+    vol = read(folder)
+    back = read(write_dicom_like(tmp_path / "out", vol + 7, vol, folder, "order"))
+    assert torch.equal(back.as_tensor(), (vol + 7).as_tensor())
