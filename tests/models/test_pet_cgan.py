@@ -323,6 +323,16 @@ def test_cli_train_two_epochs_then_infer_in_source_geometry(tiny_pet, tmp_path, 
     est2 = nib.load(next((tmp_path / "out2").glob("*.nii*")))
     assert est2.shape == (16, 16, 16) and np.allclose(est2.affine, coarse_affine, atol=1e-4)
 
+    # a lesion hotter than anything the model was trained on keeps its measured activity
+    hot_data = ref_data.astype(np.float32).copy()
+    hot_data[15:17, 15:17, 15:17] = 20 * ref_data.max()
+    hot = tmp_path / "hot" / "low_dose.nii.gz"
+    hot.parent.mkdir()
+    nib.save(nib.Nifti1Image(hot_data, ref.affine), str(hot))
+    assert main(["infer", "pet-cgan", "--run", run_id, "--input", str(hot), "--output", str(tmp_path / "out3")]) == 0
+    est3 = nib.load(next((tmp_path / "out3").glob("*.nii*"))).get_fdata()
+    np.testing.assert_allclose(est3[15:17, 15:17, 15:17], hot_data[15:17, 15:17, 15:17], rtol=1e-4)
+
 
 def test_cli_rejects_a_pair_with_different_shapes(tmp_path, monkeypatch, capsys):
     import numpy as np
