@@ -4,7 +4,9 @@ For each volume, ``model.validation_step(batch)`` returns model-space images nam
 ``model.metric_pairs`` (and optional scalars). For each pair ``prefix: (pred, ref)`` the
 engine computes :func:`medgen.metrics.image_metrics` with ``data_range`` = the width of
 ``model.value_range`` (named ``<prefix>psnr`` ...) and FID (``<prefix>fid``), so e.g. the
-low-dose input's numbers sit beside the estimate's. Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
+low-dose input's numbers sit beside the estimate's. Where the data gives a ``"mask"`` (the body,
+or a brain mask), the same image metrics inside it are ``<prefix>psnr_mask`` ...: air around a
+head inflates whole-volume PSNR, and papers report inside the body or brain. Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
 reduced over ranks, and FID inputs are gathered on rank 0 (FID is not a mean over volumes).
 """
 
@@ -90,6 +92,7 @@ def evaluate_volumes(
                 with autocast():
                     out = model.validation_step(batch)
                 images = {k: v.float() for k, v in _images(out).items()}
+                mask = batch.get("mask") if isinstance(batch, dict) else None
                 metrics: dict[str, float] = {}
                 for prefix, (pred_key, ref_key) in model.metric_pairs.items():
                     if pred_key not in images or ref_key not in images:
@@ -97,6 +100,9 @@ def evaluate_volumes(
                     pred, ref = images[pred_key], images[ref_key]
                     for name, value in image_metrics(pred, ref, data_range=data_range).items():
                         metrics[f"{prefix}{name}"] = float(value)
+                    if torch.is_tensor(mask) and mask.shape == pred.shape and bool(mask.any()):
+                        for name, value in image_metrics(pred, ref, data_range=data_range, mask=mask.bool()).items():
+                            metrics[f"{prefix}{name}_mask"] = float(value)
                     if prefix in fids:
                         if dist.is_main:
                             fids[prefix].update(pred, ref, value_range=(lo, hi))

@@ -285,7 +285,7 @@ def test_cli_train_two_epochs_then_infer_in_source_geometry(tiny_pet, tmp_path, 
             "trainer.fid_slices=2", *TINY_OVERRIDES]
     assert main(argv) == 0
     run_id = capsys.readouterr().out.strip().splitlines()[-1]
-    for key in ("val/psnr", "val/ssim", "val/nmse", "val/fid",
+    for key in ("val/psnr", "val/ssim", "val/nmse", "val/fid", "val/psnr_mask", "val/lowdose_psnr_mask",
                 "val/lowdose_psnr", "val/lowdose_ssim", "val/lowdose_nmse", "val/lowdose_fid",
                 "train/g_l1", "train/g_adv", "train/d_loss"):
         values = _metric_history(uri, run_id, key)
