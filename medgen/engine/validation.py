@@ -5,8 +5,9 @@ For each volume, ``model.validation_step(batch)`` returns model-space images nam
 engine computes :func:`medgen.metrics.image_metrics` with ``data_range`` = the width of
 ``model.value_range`` (named ``<prefix>psnr`` ...) and FID (``<prefix>fid``), so e.g. the
 low-dose input's numbers sit beside the estimate's. Where the data gives a ``"mask"`` (the body,
-or a brain mask), the same image metrics inside it are ``<prefix>psnr_mask`` ...: air around a
-head inflates whole-volume PSNR, and papers report inside the body or brain. Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
+or a brain mask), PSNR, MAE and NMSE inside it are ``<prefix>psnr_mask`` ...: air around a head
+inflates whole-volume PSNR, and papers report inside the body or brain (no masked SSIM: its map
+would double validation's cost). Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
 reduced over ranks, and FID inputs are gathered on rank 0 (FID is not a mean over volumes).
 """
 
@@ -45,6 +46,14 @@ def _scalar(value: Any) -> float | None:
 def _images(out: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Image tensors (B, C, *spatial) returned by validation_step, in their order."""
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim >= 4}
+
+
+def _masked_metrics(pred, ref, data_range: float, mask) -> dict[str, float]:
+    """PSNR, MAE and NMSE inside ``mask`` (not SSIM: a second SSIM map per volume would double
+    validation's cost, which the training budget pays)."""
+    from medgen.metrics import mae, nmse, psnr
+
+    return {"psnr": psnr(pred, ref, data_range, mask), "mae": mae(pred, ref, mask), "nmse": nmse(pred, ref, mask)}
 
 
 def evaluate_volumes(
@@ -101,8 +110,8 @@ def evaluate_volumes(
                     for name, value in image_metrics(pred, ref, data_range=data_range).items():
                         metrics[f"{prefix}{name}"] = float(value)
                     if torch.is_tensor(mask) and mask.shape == pred.shape and bool(mask.any()):
-                        for name, value in image_metrics(pred, ref, data_range=data_range, mask=mask.bool()).items():
-                            metrics[f"{prefix}{name}_mask"] = float(value)
+                        for name, value in _masked_metrics(pred, ref, data_range, mask.bool()).items():
+                            metrics[f"{prefix}{name}_mask"] = value
                     if prefix in fids:
                         if dist.is_main:
                             fids[prefix].update(pred, ref, value_range=(lo, hi))
