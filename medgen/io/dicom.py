@@ -156,7 +156,6 @@ def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
     if len(shapes) > 1:
         raise InputError(folder, f"series {s.uid} mixes image sizes {sorted(shapes)}: not one volume")
     frames = [_frame_from_header(h, _file_loader(p)) for h, p in zip(s.headers, s.files)]
-    frames = [frames[i] for i in slice_order(folder, s.headers)]
     rows, cols = shapes.pop()
     data, affine, dtype = _stack(folder, frames, rows, cols)
     return RawVolume(data, affine, dtype, "dicom", modality=s.modality, series_description=s.description or None)
@@ -258,6 +257,7 @@ class _Frame:
     slope: float
     intercept: float
     load: Callable[[], tuple[np.ndarray, bool]]
+    instance: int | None = None  # InstanceNumber: the order of slices without geometry
 
 
 def _floats(value, n: int):
@@ -299,6 +299,7 @@ def _frame_from_header(ds: Dataset, load) -> _Frame:
         slope=slope,
         intercept=intercept,
         load=load,
+        instance=int(ds.get("InstanceNumber") or 0) or None,
     )
 
 
@@ -363,10 +364,7 @@ def _classic_multiframe(ds: Dataset, pixels, n_frames: int) -> list[_Frame]:
 def slice_order(folder: Path, headers: list[Dataset]) -> np.ndarray:
     """Indices of a single-frame series' ``headers`` in the order their slices are stacked:
     along the slice normal, or, without geometry (e.g. secondary capture), the acquisition order."""
-    frames = [_frame_from_header(h, None) for h in headers]
-    if any(f.position is None or f.orientation is None for f in frames):
-        return np.argsort([int(h.get("InstanceNumber", i) or i) for i, h in enumerate(headers)], kind="stable")
-    return _geometry(folder, frames)[0]
+    return _geometry(folder, [_frame_from_header(h, None) for h in headers])[0]
 
 
 def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
@@ -414,8 +412,8 @@ def _geometry(path: Path, frames: list[_Frame]) -> tuple[np.ndarray, np.ndarray]
         else:
             step = normal * (frames[0].slice_spacing or 1.0)
         origin = pos[order[0]]
-    else:
-        order = np.arange(n)
+    else:  # no geometry (e.g. secondary capture): the acquisition order
+        order = np.argsort([i if f.instance is None else f.instance for i, f in enumerate(frames)], kind="stable")
         row_dir, col_dir = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
         step = np.array([0, 0, frames[0].slice_spacing or 1.0])
         origin = np.zeros(3)

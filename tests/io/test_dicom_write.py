@@ -12,6 +12,7 @@ import torch
 from medgen.errors import InputError
 from medgen.io import read
 from medgen.io.dicom_write import write_dicom_like
+from medgen.io.geometry import from_canonical
 
 
 def _sitk_series(folder):
@@ -107,5 +108,9 @@ def test_a_series_without_geometry_keeps_its_acquisition_order(tmp_path, builder
         f.unlink()
         ds.save_as(folder / f"x{n:03d}", enforce_file_format=True)
     vol = read(folder)
+    on_disk = from_canonical(vol.numpy(), vol.meta["original_affine"].numpy())
+    by_instance = sorted((pydicom.dcmread(f) for f in folder.iterdir()), key=lambda d: int(d.InstanceNumber))
+    for k, ds in enumerate(by_instance):  # the reader stacks slices in acquisition order
+        np.testing.assert_array_equal(on_disk[:, :, k], ds.pixel_array.T.astype(np.float32) - 1024)
     back = read(write_dicom_like(tmp_path / "out", vol + 7, vol, folder, "order"))
     assert torch.equal(back.as_tensor(), (vol + 7).as_tensor())
