@@ -5,8 +5,6 @@ atomic writer (:func:`write_table`) and what ``medgen info`` shows of one (:func
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +15,7 @@ import pandas as pd
 
 from medgen.data.layouts import discover_expression
 from medgen.errors import InputError
+from medgen.io.atomic import atomic_output
 
 
 def some_names(names: Sequence, k: int = 5) -> str:
@@ -161,15 +160,8 @@ def write_table(path, sample_ids: Sequence[str], columns: Sequence[str], values)
     if values.shape != (len(sample_ids), len(columns)):
         raise ValueError(f"values of shape {values.shape} for {len(sample_ids)} rows x {len(columns)} columns")
     frame = pd.DataFrame(values, index=pd.Index(list(sample_ids), name="sample_id"), columns=list(columns))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         frame.to_csv(tmp, sep="\t", compression="gzip" if path.name.lower().endswith(".gz") else None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from medgen.errors import InputError
+from medgen.io.atomic import atomic_output
 from medgen.io.errors_util import short
 from medgen.io.geometry import RawVolume
 
@@ -69,12 +68,6 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     img.set_qform(img.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=f".tmp{suffix}") as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -6,13 +6,13 @@ they work headless, in threads, and leave no global figure state behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from medgen.io.atomic import atomic_output
 
 DPI = 100
 CELL_INCHES = 2.5  # one panel; a grid of R rows and C columns is (C·250) × (R·250) pixels
@@ -29,15 +29,8 @@ def new_figure(n_rows: int, n_cols: int, cell: float = CELL_INCHES) -> Figure:
 def save_png(fig: Figure, path) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)  # no bbox_inches="tight": the size stays known
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, suffix=".png") as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=DPI)  # no bbox_inches="tight": the size stays known
     return path
 
 

@@ -178,3 +178,18 @@ def test_convert_refuses_non_nifti_output(tmp_path, capsys):
 def test_pydicom_files_still_parse(tmp_path):
     """Guard for the cases above: the shipped files are what the tests think they are."""
     assert "PixelData" not in pydicom.dcmread(get_testdata_file("rtplan.dcm", download=False))
+
+
+def test_atomic_output_leaves_the_file_whole_or_absent(tmp_path):
+    from medgen.io.atomic import atomic_output
+
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_output(target) as tmp:
+        tmp.write_text("done")
+        assert not target.exists()  # nothing under the final name while writing
+    assert target.read_text() == "done"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "done" and sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
