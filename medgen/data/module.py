@@ -5,7 +5,9 @@ defaults) and turns a user's folder into datasets. The engine builds the DataLoa
 (so it can add distributed samplers); the module only says what the items are.
 
 * ``setup()`` discovers the folder layout and makes a deterministic split by subject; errors
-  name the folder/subject and what is wrong (``medgen.errors.InputError``).
+  name the folder/subject and what is wrong (``medgen.errors.InputError``). It does its work
+  once: ``medgen.engine.train`` sets the data up before building the model, then the engine
+  calls it again.
 * ``train_dataset()`` yields dicts of tensors ``(C, *patch)`` (patches, random per epoch).
 * ``val_dataset()`` / ``test_dataset()`` / ``all_dataset()`` yield whole volumes in model space, one per item
   (batched with batch size 1), with the same keys, plus ``"subject"`` (a string).

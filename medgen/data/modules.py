@@ -50,6 +50,11 @@ SHARED_UNITS_RATIO = 2.0
 PASS_THROUGH_FROM = 0.9
 
 
+def same_grid(a: MetaTensor, b: MetaTensor) -> bool:
+    """Whether two volumes share shape and voxel -> world affine (within GEOMETRY_TOLERANCE_MM)."""
+    return tuple(a.shape) == tuple(b.shape) and float((a.affine - b.affine).abs().max()) <= GEOMETRY_TOLERANCE_MM
+
+
 def _read(path: Path) -> MetaTensor:
     from medgen.io import read
 
@@ -175,6 +180,8 @@ class _VolumeModule(DataModule):
         raise NotImplementedError
 
     def setup(self) -> None:
+        if self.splits is not None:  # done: `train` sets the data up before the engine does
+            return
         items = self._discover()
         self.splits = self._split_items(items)
         self.splits["all"] = sorted(items, key=lambda i: i["subject"])  # `medgen evaluate` on a whole folder
@@ -280,14 +287,10 @@ class _VolumeModule(DataModule):
         where = (getattr(volume, "meta", {}) or {}).get("filename_or_obj", "input")
         if not isinstance(volume, MetaTensor):
             volume = MetaTensor(torch.as_tensor(volume, dtype=torch.float32), affine=torch.eye(4, dtype=torch.float64))
-        volume = self._spatial(volume, where)
-        grid = self._grid(volume)
-        params = self._intensity_params(grid.as_tensor(), self._mask(grid).numpy(), modality)
-        pads = self._pads(tuple(grid.shape))
-        tensor = self._finish(apply_intensity(grid.as_tensor(), params), pads, -1.0)
-        state = {"params": params, "output_params": self._output_params(params), "pads": pads,
-                 "model_affine": grid.affine.clone(), "reference": volume}
-        return tensor, state
+        v = self._model_space(self._spatial(volume, where), modality)
+        state = {"params": v["params"], "output_params": self._output_params(v["params"]), "pads": v["pads"],
+                 "model_affine": v["grid"].affine.clone(), "reference": v["raw"]}
+        return v["image"], state
 
     def _output_params(self, params: dict) -> dict:
         return params
@@ -296,21 +299,25 @@ class _VolumeModule(DataModule):
         """Normalisation of an input volume (training and inference alike)."""
         return intensity_params(volume, modality or self.modality, mask)
 
-    def _load_volume(self, path, modality: str | None = None) -> dict:
-        """One volume through the cached pipeline: ``{"raw", "grid"`` (MetaTensors), ``"image"``
-        ``(1, *spatial)`` in model space, ``"fg"`` (its foreground, float), ``"pads"}``."""
-        raw = self._spatial(_read(path), path)
+    def _model_space(self, raw: MetaTensor, modality: str | None = None) -> dict:
+        """One raw volume through the pipeline (training and inference alike): ``{"raw", "grid"``
+        (MetaTensors), ``"params"`` (its intensity window), ``"pads"``, ``"image"`` ``(1, *spatial)``
+        in model space, ``"fg"`` (its foreground, float)``}``."""
         grid = self._grid(raw)
         fg = self._mask(grid)
         params = self._intensity_params(grid.as_tensor(), fg.numpy(), modality)
         pads = self._pads(tuple(grid.shape))
-        return {"raw": raw, "grid": grid, "pads": pads, "fg": self._finish(fg.float(), pads, 0.0),
+        return {"raw": raw, "grid": grid, "params": params, "pads": pads, "fg": self._finish(fg.float(), pads, 0.0),
                 "image": self._finish(apply_intensity(grid.as_tensor(), params), pads, -1.0)}
+
+    def _load_volume(self, path, modality: str | None = None) -> dict:
+        """:meth:`_model_space` of the volume at ``path``."""
+        return self._model_space(self._spatial(_read(path), path), modality)
 
     def _load_labels(self, path, image: MetaTensor, subject: str, key: str) -> torch.Tensor:
         """A mask or label map that must share ``image``'s raw grid, on the model grid (nearest)."""
         vol = self._spatial(_read(path), path)
-        if tuple(vol.shape) != tuple(image.shape) or float((vol.affine - image.affine).abs().max()) > GEOMETRY_TOLERANCE_MM:
+        if not same_grid(vol, image):
             raise InputError(path, f"subject '{subject}': '{key}' does not share the grid of its image "
                                    f"(shape {tuple(vol.shape)} vs {tuple(image.shape)})")
         return self._grid(vol, mode="nearest").as_tensor()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset, Subset
 
 from medgen.data.layouts import discover_unpaired
-from medgen.data.modules import GEOMETRY_TOLERANCE_MM, _VolumeModule
+from medgen.data.modules import _VolumeModule, same_grid
 from medgen.errors import InputError
 from medgen.transforms.intensity import MODALITIES, ct_params
 from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
@@ -68,8 +68,7 @@ class UnpairedVolumes(_VolumeModule):
             if side in item:
                 loaded[side] = v = self._load_volume(item[side], self.modalities[side])
                 out.update({side: v["image"], f"fg_{side}": v["fg"], f"mask_{side}": v["fg"] > 0.5})
-        out["paired"] = len(loaded) == 2 and tuple(loaded["A"]["grid"].shape) == tuple(loaded["B"]["grid"].shape) and \
-            float((loaded["A"]["grid"].affine - loaded["B"]["grid"].affine).abs().max()) <= GEOMETRY_TOLERANCE_MM
+        out["paired"] = len(loaded) == 2 and same_grid(loaded["A"]["grid"], loaded["B"]["grid"])
         return out
 
     # --- datasets -------------------------------------------------------------------------------

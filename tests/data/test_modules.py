@@ -41,6 +41,19 @@ def test_paired_items_and_pet_shared_scaling(demo):
     torch.testing.assert_close(item["target"][0], expected.as_tensor(), atol=1e-5, rtol=0)
 
 
+def test_setup_does_its_work_once(demo, tmp_path):
+    import shutil
+
+    root = tmp_path / "paired"
+    shutil.copytree(demo / "paired", root)
+    data = PairedVolumes(root, patch_size=(16, 16, 16), val_fraction=0.34)
+    data.setup()
+    splits = data.splits
+    shutil.rmtree(root / "sub-001")
+    data.setup()  # the engine's second call: no new discovery, the same split
+    assert data.splits is splits and len(data.splits["all"]) == 3
+
+
 def test_paired_mr_targets_get_their_own_window(demo):
     data = PairedVolumes(demo / "paired", source_key="t1", target_key="t2", modality="mr", patch_size=(16, 16, 16))
     item = data.val_dataset()[0]
