@@ -86,10 +86,11 @@ def format_expression(facts: dict) -> str:
 
 
 def _is_expression(path) -> bool:
-    name = path.name.lower()
+    from medgen.data.layouts import EXPRESSION_FILES
+
     if path.is_file():
-        return name.endswith((".tsv", ".tsv.gz"))
-    return path.is_dir() and any((path / n).is_file() for n in ("expression.tsv", "expression.tsv.gz"))
+        return path.name.lower().endswith((".tsv", ".tsv.gz"))
+    return path.is_dir() and any((path / n).is_file() for n in EXPRESSION_FILES)
 
 
 def run(args) -> int:

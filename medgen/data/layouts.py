@@ -155,6 +155,10 @@ def discover_domain(root, target_labels: bool | None = None) -> dict[str, list[d
     return {"source": source, "target": target}
 
 
+# The expression layout's table, in order of preference (large tables are often kept compressed).
+EXPRESSION_FILES = ("expression.tsv", "expression.tsv.gz")
+
+
 def discover_expression(root, genes_by_samples: bool = False) -> dict:
     """``{"expression": Path, "labels": Path | None, "genes_by_samples": bool}``.
 
@@ -169,8 +173,7 @@ def discover_expression(root, genes_by_samples: bool = False) -> dict:
     else:
         _require_dir(root)
         folder = root
-        candidates = [root / "expression.tsv", root / "expression.tsv.gz"]
-        expression = next((p for p in candidates if p.is_file()), None)
+        expression = next((root / n for n in EXPRESSION_FILES if (root / n).is_file()), None)
         if expression is None:
             raise InputError(root, "missing 'expression.tsv' or 'expression.tsv.gz' "
                                    "(rows = samples, first column = sample id)")
