@@ -36,7 +36,7 @@ from medgen.data.layouts import discover_paired, discover_volumes
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
 from medgen.errors import InputError, MedgenError
-from medgen.transforms.intensity import MODALITIES, apply_intensity, ct_params, intensity_params, invert_intensity
+from medgen.transforms.intensity import MODALITIES, apply_intensity, intensity_params, invert_intensity, output_params
 from medgen.transforms.masks import foreground_mask
 from medgen.transforms.patches import RandomPatches, augmentation, flips
 from medgen.transforms.spatial import SPACING_RTOL, from_model_grid, pad_amounts, pad_to, to_model_grid, unpad
@@ -412,11 +412,7 @@ class PairedVolumes(_VolumeModule):
         return self.source_key
 
     def _output_params(self, params: dict) -> dict:
-        if self.share_scaling:
-            return params
-        if self.target_modality == "ct":
-            return ct_params()
-        return params
+        return params if self.share_scaling else output_params(self.target_modality, params)
 
     def _load(self, item: dict) -> dict:
         subject_dir = self.root / item["subject"]

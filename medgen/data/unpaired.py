@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 from medgen.data.layouts import discover_unpaired
 from medgen.data.modules import _VolumeModule, same_grid
 from medgen.errors import InputError
-from medgen.transforms.intensity import MODALITIES, ct_params
+from medgen.transforms.intensity import MODALITIES, output_params
 from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
 
 SIDES = ("A", "B")
@@ -94,6 +94,5 @@ class UnpairedVolumes(_VolumeModule):
         if side not in SIDES:
             raise ValueError(f"side must be 'A' or 'B', got {side!r}")
         tensor, state = super().preprocess(volume, modality=self.modalities[side])
-        other = self.modalities["B" if side == "A" else "A"]
-        state["output_params"] = ct_params() if other == "ct" else state["params"]
+        state["output_params"] = output_params(self.modalities["B" if side == "A" else "A"], state["params"])
         return tensor, state

@@ -59,6 +59,12 @@ def ct_params(window=CT_WINDOW) -> dict:
     return {"modality": "ct", "low": float(window[0]), "high": float(window[1]), "clip": True}
 
 
+def output_params(modality: str, input_params: dict) -> dict:
+    """The window that maps a model output in ``modality`` back to units: CT's fixed HU window
+    (exact HU), else the input's own (MR units are arbitrary; PET shares the input's scale)."""
+    return ct_params() if modality == "ct" else input_params
+
+
 def pet_params(volume, mask=None, percentile: float = PET_PERCENTILE, headroom: float = PET_HEADROOM) -> dict:
     values = _values_in(volume, mask)
     ref = float(np.percentile(values, percentile)) if values.size else 0.0
