@@ -91,6 +91,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["train", "toy", "trainer.max_epoch=1"]) == 2
     assert "trainer.max_epoch" in capsys.readouterr().err
+    # a value a constructor refuses: one line naming the section, not a traceback
+    assert main(["train", "pet-cgan", f"data.root={tmp_path}", "data.modality=xx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data: modality must be one of" in err[0]
     assert not Path("o").exists()
 
 

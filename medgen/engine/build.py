@@ -22,6 +22,15 @@ from medgen.errors import ConfigError, InputError
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def _construct(section: str, cls: type, settings: dict[str, Any]):
+    """``cls(**settings)``; a value the constructor refuses (e.g. ``data.modality=xx``) is a
+    one-line ConfigError naming the section, not a traceback."""
+    try:
+        return cls(**settings)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{section}: {e}") from None
+
+
 def build_task(config: Config, setup: bool = False):
     """(model, data) for ``config.task``; ``model.roi_size`` = the data's patch size.
 
@@ -32,12 +41,12 @@ def build_task(config: Config, setup: bool = False):
     from medgen.models.registry import get_model_class
 
     model_cls = get_model_class(config.task)
-    data = model_cls.data_module(**config.data)
+    data = _construct("data", model_cls.data_module, config.data)
     if setup:
         data.setup()
         config.data.update(data.resolved_settings())
         config.model.update(data.model_settings())
-    model = model_cls(**config.model)
+    model = _construct("model", model_cls, config.model)
     patch = getattr(data, "patch_size", None)
     if patch is not None:
         model.roi_size = tuple(int(p) for p in patch)
