@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "Train a task's model; prints the MLflow run id as the last line."
 
@@ -46,7 +47,7 @@ def run(args) -> int:
     if resume:
         raw = apply_overrides(raw, [f"trainer.resume={resume}"])
     config = build_config(raw, task=args.task)
-    run_id = train(config)
+    run_id = train(config, report=lambda line: print(line, file=sys.stderr, flush=True))
     print(run_id, flush=True)
     return 0
 
@@ -54,8 +55,6 @@ def run(args) -> int:
 def pipeline_main(task: str, default_config: str, argv: list[str] | None = None) -> int:
     """Entry point of the thin scripts in ``pipelines/``: `medgen train TASK` with the script's
     config unless ``--config`` is given."""
-    import sys
-
     from medgen.cli import main
 
     argv = list(sys.argv[1:] if argv is None else argv)

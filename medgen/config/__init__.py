@@ -44,11 +44,18 @@ class TrainerConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = True  # mixed precision, used on CUDA only (it is far slower on CPU)
     seed: int = 0
-    val_every: int = 1  # epochs between validations (and the last epoch always)
-    checkpoint_every: int = 1  # epochs between last.pt writes (and the last epoch always)
+    # Overhead is scheduled by time (medgen.engine.budget): validation after the first epoch,
+    # then whenever everything but training steps stays within overhead_share of the wall time,
+    # and always at the end; checkpoints at most every checkpoint_minutes and at the end. An
+    # epoch interval set here (val_every / checkpoint_every) replaces the time rule.
+    val_every: int | None = None  # epochs between validations; None = by overhead_share; 0 = never
+    overhead_share: float = 0.07  # share of the wall time all but training steps may take (val_every None)
+    checkpoint_every: int | None = None  # epochs between last.pt/best.pt writes; None = by minutes
+    checkpoint_minutes: float = 5.0  # minutes between checkpoint writes (checkpoint_every None)
     best_metric: str | None = None  # e.g. "val/psnr"; None = the model's default
     best_mode: str | None = None  # "max" | "min"; None = inferred from the metric name
     fid_slices: int = 8  # 2.5D slices per volume for validation FID; 0 disables FID
+    fid_during_training: bool = False  # FID at every validation; False = at the final one only
     val_images: bool = True  # log a PNG slice grid at each validation
     num_workers: int = 0
     resume: str | None = None  # checkpoint path to resume from (continues its MLflow run)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Callable
 
 from medgen.config import Config, config_from_dict
 from medgen.engine.checkpoint import load_checkpoint, seed_everything
@@ -53,13 +51,21 @@ def build_task(config: Config, setup: bool = False):
     return model, data
 
 
-def train(config: Config) -> str:
-    """Train ``config.task`` as configured; returns the MLflow run id."""
+def train(config: Config, report: Callable[[str], None] | None = None) -> str:
+    """Train ``config.task`` as configured; returns the MLflow run id.
+
+    report: called once at the end with a line saying where the wall time went
+    (:meth:`Trainer.time_report`); ``medgen train`` prints it on stderr.
+    """
     from medgen.engine.trainer import Trainer
 
     seed_everything(config.trainer.seed)  # the model's initial weights depend on the seed
     model, data = build_task(config, setup=True)
-    return Trainer(config, model, data).fit()
+    trainer = Trainer(config, model, data)
+    run_id = trainer.fit()
+    if report is not None and trainer.dist.is_main:
+        report(trainer.time_report())
+    return run_id
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path, tracking_uri: str | None, dst_dir: str | Path) -> Path:

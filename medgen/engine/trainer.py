@@ -3,9 +3,11 @@
 :class:`Trainer` runs any :class:`~medgen.models.base.GenerativeModel` (any number of networks
 and optimisers): it places the model on a device, wires the model's ``optimizer_step`` to the
 engine's step (AMP scaling on CUDA, gradient clipping, gradient averaging across ranks), runs
-epochs with a progress bar, steps one LR schedule per optimiser per epoch, validates every
-``trainer.val_every`` epochs, keeps ``last.pt``/``best.pt`` and logs everything through a
-:class:`~medgen.tracking.base.Tracker` (MLflow by default).
+epochs with a progress bar, steps one LR schedule per optimiser per epoch, validates and keeps
+``last.pt``/``best.pt`` on the time-based schedule of :mod:`medgen.engine.budget` (so that a
+user's minutes go to training steps), logs everything through a
+:class:`~medgen.tracking.base.Tracker` (MLflow by default) and, at the end, where the wall time
+went (``time/<phase>_share``).
 
 Determinism: the model is initialised after seeding; the training DataLoader of epoch ``e``
 draws its order and random patches from a generator seeded with ``(seed, epoch, rank)``, so
@@ -19,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import math
-import os
 import tempfile
 import time
 import uuid
@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from medgen.config import Config
+from medgen.engine.budget import OverheadSchedule, PhaseTimer
 from medgen.engine.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from medgen.engine.distributed import DistEnv, launched_by_torchrun
+from medgen.engine.distributed import DistEnv
 from medgen.engine.schedules import make_scheduler
 from medgen.engine.validation import evaluate_volumes, to_device
 from medgen.errors import ConfigError, InputError, TrainingError
@@ -105,7 +106,13 @@ class Trainer:
         self.global_step = 0
         self.run_id: str | None = None
         self.last_metrics: dict[str, float] = {}
-        self.step_times: list[float] = []  # seconds per training step (engine + model), for overhead numbers
+        self.timer = PhaseTimer()  # restarted by fit(): where the run's wall time goes
+        if not 0.0 < float(self.cfg.overhead_share) <= 1.0:
+            raise ConfigError(f"trainer.overhead_share must be in (0, 1], not {self.cfg.overhead_share}")
+        if float(self.cfg.checkpoint_minutes) < 0:
+            raise ConfigError(f"trainer.checkpoint_minutes must be >= 0, not {self.cfg.checkpoint_minutes}")
+        self._pending_best: dict[str, Any] | None = None  # best state not yet written to best.pt
+        self._constant_cache: dict = {}  # validation metrics of model.constant_pairs, per volume
         self._bad_step: str | None = None
         self._warned_best = False
 
@@ -262,17 +269,40 @@ class Trainer:
     def _checkpoint_dir(self) -> Path:
         return Path(self.cfg.checkpoint_dir) / str(self.run_id)
 
-    def _save(self, name: str) -> Path:
-        path = save_checkpoint(self._checkpoint_dir() / name, self.state())
-        self.tracker.log_artifact(path, "checkpoints")
+    def _save(self, name: str, state: dict[str, Any] | None = None) -> Path:
+        with self.timer.phase("checkpoint"):
+            path = save_checkpoint(self._checkpoint_dir() / name, self.state() if state is None else state)
+        with self.timer.phase("logging"):
+            self.tracker.log_artifact(path, "checkpoints")
         return path
+
+    def _keep_best(self) -> None:
+        """Hold the state that just became the best in memory (a CPU copy) until the next
+        checkpoint write: best.pt then costs one write per checkpoint interval, not one per
+        improvement."""
+        with self.timer.phase("checkpoint"):
+            self._pending_best = _cpu_copy(self.state())
+
+    def _write_checkpoints(self) -> None:
+        """best.pt (when a newer best is pending) and last.pt."""
+        if self._pending_best is not None:
+            self._save("best.pt", self._pending_best)
+            self._pending_best = None
+            # The run page then says which epoch best.pt holds: with a gated model
+            # (may_be_best) it need not be the metric curve's maximum.
+            with self.timer.phase("logging"):
+                self.tracker.set_tags({"medgen.best_epoch": str(self.best_epoch),
+                                       f"medgen.best_{self.best_metric}": f"{self.best_value:.6g}"})
+        self._save("last.pt")
 
     # --- the loop ---------------------------------------------------------------------------
     def fit(self) -> str:
         """Train to ``trainer.max_epochs`` (or ``trainer.max_minutes``); returns the run id."""
         status = "FAILED"
+        self.timer = PhaseTimer()
         try:
-            self._start()
+            with self.timer.phase("setup"):
+                self._start()
             self._loop()
             status = "FINISHED"
             return self.run_id
@@ -296,7 +326,7 @@ class Trainer:
         # and `medgen evaluate` on other folders use the training grid.
         self.config.data.update(self.data.resolved_settings())
         self._train_ds = self.data.train_dataset()  # built once: datasets may cache volumes
-        self._val_ds = self.data.val_dataset() if self.cfg.val_every else None
+        self._val_ds = self.data.val_dataset() if self.cfg.val_every != 0 else None  # 0: never validate
         self._prepare_model()
         if resume is not None:
             self._restore(resume)
@@ -309,12 +339,13 @@ class Trainer:
             continue_id = self.run_id if resume is not None else None
             if continue_id is not None and hasattr(self.tracker, "has_run") and not self.tracker.has_run(continue_id):
                 continue_id = None  # the checkpoint's run lives in another store: start a new one
-            run_id = self.tracker.start(experiment, run_name=self.config.tracking.run_name, run_id=continue_id)
-            if continue_id is None:
-                self._log_params()
-            self.tracker.set_tags({"medgen.task": self.config.task, "medgen.world_size": str(self.dist.world_size)})
-            if resume is not None:
-                self.tracker.set_tags({f"medgen.resumed_at_epoch_{self.epoch}": "true"})
+            with self.timer.phase("logging"):
+                run_id = self.tracker.start(experiment, run_name=self.config.tracking.run_name, run_id=continue_id)
+                if continue_id is None:
+                    self._log_params()
+                self.tracker.set_tags({"medgen.task": self.config.task, "medgen.world_size": str(self.dist.world_size)})
+                if resume is not None:
+                    self.tracker.set_tags({f"medgen.resumed_at_epoch_{self.epoch}": "true"})
             run_id = run_id or self.run_id or uuid.uuid4().hex
         self.run_id = self.dist.broadcast_object(run_id)
         if resume is not None:
@@ -339,13 +370,14 @@ class Trainer:
         cfg = self.cfg
         self._t0 = time.monotonic()
         steps_per_epoch = self._steps_per_epoch()
+        schedule = OverheadSchedule(self.timer, cfg.val_every, cfg.overhead_share, cfg.checkpoint_every,
+                                    cfg.checkpoint_minutes)
         bar = tqdm(
             total=(self.max_epochs - self.epoch) * steps_per_epoch,
             disable=not (cfg.progress and self.dist.is_main),
             desc=self.config.task,
             dynamic_ncols=True,
         )
-        wrote_last_at = None
         try:
             while self.epoch < self.max_epochs:
                 epoch = self.epoch
@@ -370,32 +402,36 @@ class Trainer:
                 last = self.epoch == self.max_epochs
                 out_of_time = cfg.max_minutes is not None and self._clock > cfg.max_minutes
                 final = last or out_of_time
-                improved = False
-                if final or self.epoch % max(1, cfg.val_every) == 0:
-                    val = self._validate()
+                # Rank 0's clock decides for every rank (replicas must validate together).
+                validate, write = self.dist.broadcast_object(
+                    (schedule.validate_now(self.epoch, final), schedule.checkpoint_now(self.epoch, final)))
+                if validate:
+                    started = self.timer.total()
+                    with self.timer.phase("validation"):
+                        val = self._validate(final)
+                    schedule.validated(self.timer.total() - started)
                     metrics.update(val)
                     self.last_metrics = dict(val)
-                    improved = self._update_best(val)
-                self.tracker.log_metrics(metrics, step=self.epoch)
-                if self.dist.is_main:
-                    if improved:
-                        self._save("best.pt")
-                        # The run page then says which epoch best.pt holds: with a gated model
-                        # (may_be_best) it need not be the metric curve's maximum.
-                        self.tracker.set_tags({"medgen.best_epoch": str(self.best_epoch),
-                                               f"medgen.best_{self.best_metric}": f"{self.best_value:.6g}"})
-                    if final or self.epoch % max(1, cfg.checkpoint_every) == 0:
-                        self._save("last.pt")
-                        wrote_last_at = self.epoch
+                    if self._update_best(val) and self.dist.is_main:
+                        self._keep_best()
+                with self.timer.phase("logging"):
+                    self.tracker.log_metrics(metrics, step=self.epoch)
+                if self.dist.is_main and write:
+                    self._write_checkpoints()
+                    schedule.checkpointed()
                 self.dist.barrier()
                 if out_of_time and not last:
                     break
         finally:
             bar.close()
         if self.dist.is_main:
-            if wrote_last_at != self.epoch:
-                self._save("last.pt")
-            self._log_model()
+            with self.timer.phase("logging"):
+                self._log_model()
+                self.tracker.log_metrics(self.timer.metrics(), step=self.epoch)
+
+    def time_report(self) -> str:
+        """Where this run's wall time went, one line (also logged as ``time/<phase>_share``)."""
+        return f"{self.timer.summary()}; {self.global_step} training steps in {self.epoch} epochs"
 
     def _steps_per_epoch(self) -> int:
         n = len(self._train_loader(0))
@@ -406,22 +442,25 @@ class Trainer:
     def _train_epoch(self, epoch: int, steps: int, bar) -> dict[str, float]:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        loader = self._train_loader(epoch)
         sync = self.device.type == "cuda"
-        for i, batch in enumerate(loader):
-            if i >= steps:
-                break
-            t = time.perf_counter()
-            batch = to_device(batch, self.device)
-            self._bad_step = None
-            out = self.model.training_step(batch, self.global_step) or {}
-            losses = {k: float(v) for k, v in out.items()}
-            bad = [k for k, v in losses.items() if not math.isfinite(v)]
-            if self.dist.any(bool(bad) or self._bad_step is not None):
-                self._raise_non_finite(bad, losses, epoch)
-            if sync:
-                torch.cuda.synchronize(self.device)
-            self.step_times.append(time.perf_counter() - t)
+        phase = self.timer.phase
+        with phase("data"):
+            batches = iter(self._train_loader(epoch))
+        for _ in range(steps):
+            with phase("data"):  # waiting for the next batch (patch sampling, transfer)
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                batch = to_device(batch, self.device)
+            with phase("train"):
+                self._bad_step = None
+                out = self.model.training_step(batch, self.global_step) or {}
+                losses = {k: float(v) for k, v in out.items()}
+                bad = [k for k, v in losses.items() if not math.isfinite(v)]
+                if self.dist.any(bool(bad) or self._bad_step is not None):
+                    self._raise_non_finite(bad, losses, epoch)
+                if sync:
+                    torch.cuda.synchronize(self.device)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
@@ -441,7 +480,9 @@ class Trainer:
             msg = f"non-finite loss on another process at step {self.global_step} (epoch {epoch + 1})"
         raise TrainingError(msg + "; the run is marked FAILED (try a lower learning rate or optim.grad_clip)")
 
-    def _validate(self) -> dict[str, float]:
+    def _validate(self, final: bool) -> dict[str, float]:
+        """Whole-volume metrics of the validation split; FID only at the final validation unless
+        ``trainer.fid_during_training`` (the fake side's features cost most of a validation)."""
         loader = self._val_loader()
         if loader is None:
             return {}
@@ -457,13 +498,16 @@ class Trainer:
                 loader,
                 device=self.device,
                 autocast=self._autocast,
-                fids=self._fids(),
+                fids=self._fids() if (final or self.cfg.fid_during_training) else {},
                 dist=self.dist,
                 grid_path=grid,
                 grid_title=f"{self.config.task} epoch {self.epoch}",
+                phase=self.timer.phase,
+                constant_cache=self._constant_cache,
             )
             if grid is not None and grid.is_file():
-                self.tracker.log_artifact(grid, "samples")
+                with self.timer.phase("logging"):
+                    self.tracker.log_artifact(grid, "samples")
         finally:
             self.model.periodic_validation = False
             if tmpdir is not None:
@@ -489,8 +533,6 @@ class Trainer:
         value = metrics.get(self.best_metric)
         if value is None or not math.isfinite(value):
             if not self._warned_best and self.dist.is_main and metrics:
-                import warnings
-
                 warnings.warn(f"best metric {self.best_metric!r} not among {sorted(metrics)}; best.pt not written")
                 self._warned_best = True
             return False
@@ -513,3 +555,14 @@ class Trainer:
             return
         network = copy.deepcopy(network).cpu().eval()
         self.tracker.log_model(network, "model", registered_name=self.config.task if tr.register_model else None)
+
+
+def _cpu_copy(value: Any) -> Any:
+    """A deep copy of a (nested) state with every tensor cloned to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return copy.deepcopy(value)

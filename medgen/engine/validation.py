@@ -70,6 +70,8 @@ def evaluate_volumes(
     per_volume: Callable[[str, dict[str, float]], None] | None = None,
     progress: bool = False,
     desc: str = "validate",
+    phase: Callable[[str], contextlib.AbstractContextManager] | None = None,
+    constant_cache: dict | None = None,
 ) -> dict[str, float]:
     """Mean metrics over the volumes of `loader` (batch size 1), reduced across ranks.
 
@@ -77,12 +79,19 @@ def evaluate_volumes(
     volumes' features); default new ones with `fid_slices` slices per axis (0 = no FID).
     grid_path: write a slice grid of the first volume's images there (rank 0's first volume).
     per_volume(subject, metrics): called for every volume (e.g. per-subject JSON).
+    phase(name): a context in which FID (``"fid"``) and the slice grid (``"images"``) run, for
+    the engine's :class:`~medgen.engine.budget.PhaseTimer`.
+    constant_cache: a dict kept across calls on the same loader: the metrics of
+    ``model.constant_pairs`` (inputs that no weight changes, e.g. the low-dose PET) are computed
+    once per volume and then reused.
     """
     from tqdm.auto import tqdm
 
     from medgen.metrics import FID, image_metrics
 
     dist = dist or DistEnv()
+    phase = phase or (lambda name: contextlib.nullcontext())
+    constant = set(getattr(model, "constant_pairs", ())) if constant_cache is not None else set()
     lo, hi = model.value_range
     data_range = float(hi - lo)
     if fids is None:
@@ -107,16 +116,22 @@ def evaluate_volumes(
                     if pred_key not in images or ref_key not in images:
                         continue
                     pred, ref = images[pred_key], images[ref_key]
-                    for name, value in image_metrics(pred, ref, data_range=data_range).items():
-                        metrics[f"{prefix}{name}"] = float(value)
-                    if torch.is_tensor(mask) and mask.shape == pred.shape and bool(mask.any()):
-                        for name, value in _masked_metrics(pred, ref, data_range, mask.bool()).items():
-                            metrics[f"{prefix}{name}_mask"] = value
+                    cached = constant_cache.get((index, prefix)) if prefix in constant else None
+                    if cached is None:
+                        cached = {f"{prefix}{name}": float(value)
+                                  for name, value in image_metrics(pred, ref, data_range=data_range).items()}
+                        if torch.is_tensor(mask) and mask.shape == pred.shape and bool(mask.any()):
+                            for name, value in _masked_metrics(pred, ref, data_range, mask.bool()).items():
+                                cached[f"{prefix}{name}_mask"] = value
+                        if prefix in constant:
+                            constant_cache[(index, prefix)] = cached
+                    metrics.update(cached)
                     if prefix in fids:
-                        if dist.is_main:
-                            fids[prefix].update(pred, ref, value_range=(lo, hi))
-                        else:
-                            fid_inputs.append((prefix, pred.cpu(), ref.cpu()))
+                        with phase("fid"):
+                            if dist.is_main:
+                                fids[prefix].update(pred, ref, value_range=(lo, hi))
+                            else:
+                                fid_inputs.append((prefix, pred.cpu(), ref.cpu()))
                 for key, value in out.items():
                     scalar = _scalar(value)
                     if scalar is not None and key not in images:
@@ -130,24 +145,32 @@ def evaluate_volumes(
                 if index == 0 and grid_path is not None and images and dist.is_main:
                     from medgen.viz import save_slice_grid
 
-                    save_slice_grid(
-                        grid_path,
-                        {k: v[0, 0].detach().cpu() for k, v in images.items()},
-                        value_range=(lo, hi),
-                        title=grid_title,
-                    )
+                    with phase("images"):
+                        save_slice_grid(
+                            grid_path,
+                            {k: v[0, 0].detach().cpu() for k, v in images.items()},
+                            value_range=(lo, hi),
+                            title=grid_title,
+                        )
         means = dist.reduce_means(sums, counts)
         if fids:
-            gathered = dist.gather_objects(fid_inputs) if dist.enabled else [fid_inputs]
-            if dist.is_main:
-                for share in gathered[1:]:
-                    for prefix, pred, ref in share:
-                        fids[prefix].update(pred.to(device), ref.to(device), value_range=(lo, hi))
-                for prefix, fid in fids.items():
-                    if fid.n_images > 0:
-                        means[f"{prefix}fid"] = float(fid.compute())
-            if dist.enabled:  # every rank returns the same numbers
-                means = dist.broadcast_object(means)
+            with phase("fid"):
+                means.update(_gathered_fids(fids, fid_inputs, dist, device, (lo, hi)))
         return means
     finally:
         model.train(was_training)
+
+
+def _gathered_fids(fids: dict, fid_inputs: list, dist: DistEnv, device, value_range) -> dict[str, float]:
+    """``<prefix>fid`` for each accumulator, with the other ranks' volumes added on rank 0; every
+    rank returns the same numbers."""
+    means: dict[str, float] = {}
+    gathered = dist.gather_objects(fid_inputs) if dist.enabled else [fid_inputs]
+    if dist.is_main:
+        for share in gathered[1:]:
+            for prefix, pred, ref in share:
+                fids[prefix].update(pred.to(device), ref.to(device), value_range=value_range)
+        for prefix, fid in fids.items():
+            if fid.n_images > 0:
+                means[f"{prefix}fid"] = float(fid.compute())
+    return dist.broadcast_object(means) if dist.enabled else means

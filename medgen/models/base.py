@@ -16,7 +16,9 @@ Class attributes a model sets:
 * ``data_module`` — the class (from :mod:`medgen.data`) that builds its datasets from ``data.root``;
 * ``metric_pairs`` — ``{prefix: (prediction_key, reference_key)}``; the engine computes PSNR, SSIM,
   MAE and NMSE for each pair, named ``val/<prefix>psnr`` etc. (prefix ``""`` for the main output);
-  FID is computed for the pair with prefix ``""``;
+  FID (``<prefix>fid``) for every pair, at the final validation (``trainer.fid_during_training``);
+* ``constant_pairs`` — prefixes of ``metric_pairs`` whose images no weight changes (a baseline such
+  as the low-dose input): the engine computes their metrics at the first validation and reuses them;
 * ``value_range`` — the model-space intensity range, which fixes the metrics' ``data_range``;
 * ``best_metric`` — default metric for ``best.pt`` (``trainer.best_metric`` overrides it).
 
@@ -36,6 +38,7 @@ from torch import nn
 class GenerativeModel(nn.Module):
     data_module: ClassVar[type]
     metric_pairs: ClassVar[dict[str, tuple[str, str]]] = {"": ("prediction", "target")}
+    constant_pairs: ClassVar[tuple[str, ...]] = ()
     value_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     best_metric: ClassVar[str] = "val/psnr"
     task: ClassVar[str] = ""  # set by @register_model

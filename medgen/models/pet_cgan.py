@@ -116,6 +116,7 @@ class PetCGAN(GenerativeModel):
 
     data_module = PairedVolumes
     metric_pairs = {"": ("prediction", "target"), "lowdose_": ("input", "target")}
+    constant_pairs = ("lowdose_",)  # the low-dose input's numbers never change during a run
     value_range = (-1.0, 1.0)
     best_metric = "val/psnr"
 

@@ -1,0 +1,128 @@
+"""Where a run's time goes, and the time-based schedule of validation and checkpoints."""
+
+import time
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from medgen.engine import Trainer, train
+from medgen.engine.budget import OverheadSchedule, PhaseTimer
+from medgen.errors import ConfigError
+from medgen.tracking import resolve_tracking_uri
+
+from toy import ToyData, ToyModel, toy_config
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_nested_phases_charge_the_innermost_and_add_up_to_the_total():
+    clock = FakeClock()
+    timer = PhaseTimer(clock)
+    clock.now = 1.0  # outside any phase: "other"
+    with timer.phase("validation"):
+        clock.now = 3.0
+        with timer.phase("fid"):
+            clock.now = 7.0
+        clock.now = 8.0
+    with timer.phase("train"):
+        clock.now = 18.0
+    seconds = timer.snapshot()
+    assert seconds["other"] == 1.0 and seconds["validation"] == 3.0 and seconds["fid"] == 4.0
+    assert seconds["train"] == 10.0 and sum(seconds.values()) == timer.total() == 18.0
+    metrics = timer.metrics()
+    assert metrics["time/train_share"] == pytest.approx(10 / 18)
+    assert metrics["time/overhead_share"] == pytest.approx(8 / 18)
+    assert "train 55.6 %" in timer.summary() and "fid 22.2 %" in timer.summary()
+
+
+def test_validation_stays_within_its_share_of_the_time():
+    clock = FakeClock()
+    timer = PhaseTimer(clock)
+    schedule = OverheadSchedule(timer, val_every=None, overhead_share=0.1, checkpoint_every=None, checkpoint_minutes=1.0)
+    validated, written = [], []
+    for epoch in range(1, 201):
+        with timer.phase("train"):
+            clock.now += 1.0  # one second per epoch of training
+        if schedule.validate_now(epoch, final=epoch == 200):
+            with timer.phase("validation"):
+                clock.now += 4.0  # a validation costs four epochs
+            schedule.validated(4.0)
+            validated.append(epoch)
+        if schedule.checkpoint_now(epoch, final=epoch == 200):
+            written.append(round(timer.total()))
+            schedule.checkpointed()
+    assert validated[0] == 1 and validated[-1] == 200  # the first (fail early) and the last
+    share = timer.seconds["validation"] / timer.total()
+    assert 0.07 < share <= 0.1 + 4.0 / timer.total()  # at most one validation over the share
+    gaps = [b - a for a, b in zip(written, written[1:-1])]
+    assert gaps and all(60 <= g < 66 for g in gaps)  # a minute apart (+ at most one epoch)
+    # fixed epoch intervals replace the time rule
+    fixed = OverheadSchedule(timer, val_every=3, overhead_share=0.1, checkpoint_every=2, checkpoint_minutes=1.0)
+    assert [e for e in range(1, 10) if fixed.validate_now(e, final=False)] == [3, 6, 9]
+    assert [e for e in range(1, 7) if fixed.checkpoint_now(e, final=False)] == [2, 4, 6]
+
+
+def test_shares_add_up_to_the_runs_wall_time(tmp_path):
+    config = toy_config(trainer={"max_epochs": 4, "val_images": True, "val_every": None, "checkpoint_every": None},
+                        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    trainer = Trainer(config, ToyModel(), ToyData())
+    t0 = time.perf_counter()
+    run_id = trainer.fit()
+    wall = time.perf_counter() - t0
+    seconds = trainer.timer.snapshot()
+    assert sum(seconds.values()) == pytest.approx(trainer.timer.total(), abs=1e-3)
+    assert trainer.timer.total() == pytest.approx(wall, rel=0.02, abs=0.05)  # the whole of fit()
+    for phase in ("setup", "train", "data", "validation", "images", "checkpoint", "logging"):
+        assert seconds[phase] > 0, phase
+    assert seconds["other"] < 0.1 * wall  # the loop's bookkeeping is not where the time goes
+    logged = MlflowClient(resolve_tracking_uri(config.tracking.uri)).get_run(run_id).data.metrics
+    shares = {k: v for k, v in logged.items() if k.startswith("time/") and k.endswith("_share") and "overhead" not in k}
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-6)
+    assert logged["time/overhead_share"] == pytest.approx(1 - logged["time/train_share"], abs=1e-6)
+    assert "training steps in 4 epochs" in trainer.time_report()
+
+
+def test_best_waits_in_memory_until_the_next_checkpoint_write(monkeypatch):
+    """With checkpoints written only at the end, best.pt still holds the best epoch's weights."""
+    saved = []
+    original = Trainer._save
+    monkeypatch.setattr(Trainer, "_save", lambda self, name, state=None: saved.append(name) or original(self, name, state))
+    weights = {}
+    original_keep = Trainer._keep_best
+    monkeypatch.setattr(Trainer, "_keep_best",
+                        lambda self: weights.update({self.epoch: self.model.G[0].weight.detach().clone()}) or original_keep(self))
+    run_id = train(toy_config(trainer={"max_epochs": 5, "val_images": False, "checkpoint_every": None,
+                                       "checkpoint_minutes": 60.0}))
+    assert saved == ["best.pt", "last.pt"]  # one write each, at the end
+    best = torch.load(f"checkpoints/{run_id}/best.pt", weights_only=True)
+    psnr = {m.step: m.value for m in MlflowClient(resolve_tracking_uri()).get_metric_history(run_id, "val/psnr")}
+    assert best["epoch"] == max(psnr, key=psnr.get)
+    assert torch.equal(best["model"]["G.0.weight"], weights[best["epoch"]])
+
+
+def test_constant_pairs_are_computed_once(monkeypatch):
+    import medgen.metrics as metrics
+
+    calls = []
+    real = metrics.image_metrics
+    monkeypatch.setattr(metrics, "image_metrics", lambda pred, ref, **kw: calls.append(pred.data_ptr()) or real(pred, ref, **kw))
+    monkeypatch.setattr(ToyModel, "constant_pairs", ("input_",))
+    run_id = train(toy_config(trainer={"max_epochs": 3, "val_images": False}))
+    # 2 validation volumes x 3 validations for the prediction, 2 x 1 for the constant input pair
+    assert len(calls) == 2 * 3 + 2
+    logged = MlflowClient(resolve_tracking_uri()).get_metric_history(run_id, "val/input_psnr")
+    assert len({m.value for m in logged}) == 1 and len(logged) == 3
+
+
+def test_bad_overhead_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="overhead_share"):
+        Trainer(toy_config(trainer={"overhead_share": 0.0}), ToyModel(), ToyData())
+    with pytest.raises(ConfigError, match="checkpoint_minutes"):
+        Trainer(toy_config(trainer={"checkpoint_minutes": -1}), ToyModel(), ToyData())
