@@ -54,6 +54,7 @@ class TrainerConfig:
     checkpoint_minutes: float = 5.0  # minutes between checkpoint writes (checkpoint_every None)
     best_metric: str | None = None  # e.g. "val/psnr"; None = the model's default
     best_mode: str | None = None  # "max" | "min"; None = inferred from the metric name
+    log_seconds: float = 10.0  # epoch metrics are written at most this often (and at every validation)
     fid_slices: int = 8  # 2.5D slices per volume for validation FID; 0 disables FID
     fid_during_training: bool = False  # FID at every validation; False = at the final one only
     val_images: bool = True  # log a PNG slice grid at each validation

@@ -113,6 +113,8 @@ class Trainer:
             raise ConfigError(f"trainer.checkpoint_minutes must be >= 0, not {self.cfg.checkpoint_minutes}")
         self._pending_best: dict[str, Any] | None = None  # best state not yet written to best.pt
         self._constant_cache: dict = {}  # validation metrics of model.constant_pairs, per volume
+        self._pending_log: dict[str, tuple[float, int]] = {}  # metrics not yet written (_log_epoch)
+        self._logged_at = 0.0
         self._bad_step: str | None = None
         self._warned_best = False
 
@@ -414,8 +416,7 @@ class Trainer:
                     self.last_metrics = dict(val)
                     if self._update_best(val) and self.dist.is_main:
                         self._keep_best()
-                with self.timer.phase("logging"):
-                    self.tracker.log_metrics(metrics, step=self.epoch)
+                self._log_epoch(metrics, flush=validate or final)
                 if self.dist.is_main and write:
                     self._write_checkpoints()
                     schedule.checkpointed()
@@ -428,6 +429,22 @@ class Trainer:
             with self.timer.phase("logging"):
                 self._log_model()
                 self.tracker.log_metrics(self.timer.metrics(), step=self.epoch)
+
+    def _log_epoch(self, metrics: dict[str, float], flush: bool) -> None:
+        """Log an epoch's metrics, batched: epochs of a few seconds each would otherwise pay an
+        MLflow write apiece. Train losses are averaged over the epochs since the last write, which
+        happens at most every ``trainer.log_seconds`` and at every validation."""
+        pending = self._pending_log
+        for key, value in metrics.items():
+            total, n = pending.get(key, (0.0, 0))
+            pending[key] = (total + value, n + 1) if key.startswith("train/") else (value, 1)
+        now = self.timer.total()
+        if not flush and now - self._logged_at < float(self.cfg.log_seconds):
+            return
+        with self.timer.phase("logging"):
+            self.tracker.log_metrics({k: total / n for k, (total, n) in pending.items()}, step=self.epoch)
+        pending.clear()
+        self._logged_at = now
 
     def time_report(self) -> str:
         """Where this run's wall time went, one line (also logged as ``time/<phase>_share``)."""

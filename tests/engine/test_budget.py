@@ -126,3 +126,14 @@ def test_bad_overhead_settings_are_config_errors():
         Trainer(toy_config(trainer={"overhead_share": 0.0}), ToyModel(), ToyData())
     with pytest.raises(ConfigError, match="checkpoint_minutes"):
         Trainer(toy_config(trainer={"checkpoint_minutes": -1}), ToyModel(), ToyData())
+
+
+def test_epoch_metrics_are_batched_between_validations():
+    every = train(toy_config(trainer={"max_epochs": 4, "val_images": False, "val_every": 2}))
+    batched = train(toy_config(trainer={"max_epochs": 4, "val_images": False, "val_every": 2, "log_seconds": 1e9}))
+    client = MlflowClient(resolve_tracking_uri())
+    per_epoch = {m.step: m.value for m in client.get_metric_history(every, "train/l1")}
+    logged = {m.step: m.value for m in client.get_metric_history(batched, "train/l1")}
+    assert sorted(per_epoch) == [1, 2, 3, 4] and sorted(logged) == [2, 4]  # written with each validation
+    assert logged[2] == pytest.approx((per_epoch[1] + per_epoch[2]) / 2)  # the epochs' mean (same seed)
+    assert logged[4] == pytest.approx((per_epoch[3] + per_epoch[4]) / 2)

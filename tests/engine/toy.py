@@ -200,7 +200,7 @@ def toy_config(tmp_path=None, task="toy", **sections):
         "model": {},
         # every epoch validated and checkpointed: the tests follow best.pt and resumes epoch by epoch
         "trainer": {"max_epochs": 2, "fid_slices": 0, "progress": False, "device": "cpu",
-                    "val_every": 1, "checkpoint_every": 1},
+                    "val_every": 1, "checkpoint_every": 1, "log_seconds": 0},
         "tracking": {"register_model": False, "log_model": False},
     }
     for key, values in sections.items():
