@@ -3,8 +3,8 @@
 * :func:`infer_path` — one volume (file or DICOM folder) -> the model's output in the input's
   units and geometry: ``medgen.io.read -> data.preprocess -> model.infer -> data.postprocess``;
 * :func:`infer_to_folder` — the same for a file, a DICOM folder or a folder of volumes, writing
-  ``OUT/<name>.nii.gz`` over the input's original on-disk geometry (``medgen infer``), and on
-  request a DICOM series ``OUT/<name>_dicom/`` beside a DICOM input;
+  ``OUT/<name>_<task>.nii.gz`` over the input's original on-disk geometry (``medgen infer``), and on
+  request a DICOM series ``OUT/<name>_<task>_dicom/`` beside a DICOM input;
 * :func:`evaluate_folder` — the validation metrics on every subject of a folder laid out like
   the training data (``medgen evaluate``).
 """
@@ -21,14 +21,16 @@ from medgen.errors import InputError
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
-def output_name(path: str | Path) -> str:
-    """``scan.nii.gz`` / ``scan.mha`` / DICOM folder ``scan/`` -> ``scan.nii.gz``."""
+def output_name(path: str | Path, task: str | None = None) -> str:
+    """``scan.nii.gz`` / ``scan.mha`` / DICOM folder ``scan/`` -> ``scan_<task>.nii.gz`` (without
+    a task: ``scan.nii.gz``). The task in the name says what the file is, and keeps an output
+    written into the input's folder from landing on the input."""
     name = Path(path).name
     for suffix in VOLUME_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return f"{name}.nii.gz"
+    return f"{name}_{task}.nii.gz" if task else f"{name}.nii.gz"
 
 
 def list_inputs(path: str | Path) -> list[Path]:
@@ -76,7 +78,7 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
                     dicom_description: str | None = None) -> list[Path]:
     """Run :func:`infer_path` on every input under `input_path`; returns the written files.
 
-    ``dicom_description``: also write each output as a DICOM series ``OUT/<name>_dicom/``
+    ``dicom_description``: also write each output as a DICOM series ``OUT/<name>_<task>_dicom/``
     mirroring its DICOM input (:func:`medgen.io.dicom_write.write_dicom_like`), so described.
     """
     from tqdm.auto import tqdm
@@ -86,13 +88,18 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
     inputs = list_inputs(input_path)
     if dicom_description is not None:
         check_dicom_inputs(inputs)
-    names = [output_name(p) for p in inputs]
+    names = [output_name(p, getattr(model, "task", None) or None) for p in inputs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise InputError(input_path, f"several inputs would write {sorted(dupes)[0]}; rename them")
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output exists and is not a folder")
+    own = {p.resolve() for p in inputs}
+    for name in names:
+        for target in (out_dir / name, out_dir / f"{name[: -len('.nii.gz')]}_dicom"):
+            if target.resolve() in own or any(q.is_relative_to(target.resolve()) for q in own):
+                raise InputError(target, "is an input of this run; choose another --output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     model.show_progress = progress  # a bar over one volume's windows: big scans take minutes on a CPU

@@ -87,9 +87,9 @@ def test_cli_infer_writes_a_dicom_series_beside_a_dicom_input(tmp_path, builders
     builders.dicom_series(folder, ct_stored)
     assert main(["infer", "toy", "--run", ckpt, "--input", str(folder), "--output", str(tmp_path / "out"), "--dicom"]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(tmp_path / "out" / "scan.nii.gz"), str(tmp_path / "out" / "scan_dicom")]
-    assert len(list((tmp_path / "out" / "scan_dicom").iterdir())) == ct_stored.shape[2]
-    assert f"run {run_id}" in pydicom.dcmread(next((tmp_path / "out" / "scan_dicom").iterdir())).SeriesDescription
+    assert printed == [str(tmp_path / "out" / "scan_toy.nii.gz"), str(tmp_path / "out" / "scan_toy_dicom")]
+    assert len(list((tmp_path / "out" / "scan_toy_dicom").iterdir())) == ct_stored.shape[2]
+    assert f"run {run_id}" in pydicom.dcmread(next((tmp_path / "out" / "scan_toy_dicom").iterdir())).SeriesDescription
     nifti = tmp_path / "scan.nii.gz"
     builders.nifti(nifti, np.zeros((8, 8, 8), np.float32), np.eye(4))
     assert main(["infer", "toy", "--run", ckpt, "--input", str(nifti), "--output", str(tmp_path / "o2"), "--dicom"]) == 2

@@ -193,3 +193,20 @@ def test_atomic_output_leaves_the_file_whole_or_absent(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert target.read_text() == "done" and sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_output_follows_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    from medgen.io.atomic import atomic_output
+
+    old = os.umask(umask)
+    try:
+        target = tmp_path / "out.bin"
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

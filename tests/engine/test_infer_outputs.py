@@ -1,0 +1,36 @@
+"""medgen infer never writes onto its input, and names outputs after what they are."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medgen.cli import main
+from medgen.engine import load_task, train
+from medgen.errors import InputError
+from medgen.inference import infer_to_folder, output_name
+
+from toy import toy_config
+
+
+def test_output_names_say_what_they_are():
+    assert output_name("d/low_dose.nii.gz", "pet-cgan") == "low_dose_pet-cgan.nii.gz"
+    assert output_name("d/scan.MHA", "anogan") == "scan_anogan.nii.gz"
+    assert output_name("d/series/") == "series.nii.gz"
+
+
+def test_infer_into_the_inputs_folder_keeps_the_input(tmp_path, capsys):
+    run_id = train(toy_config(trainer={"max_epochs": 1, "val_images": False}, tracking={"enabled": False}))
+    ckpt = f"checkpoints/{run_id}/last.pt"
+    scan = tmp_path / "d" / "low_dose.nii.gz"
+    scan.parent.mkdir()
+    data = np.random.default_rng(0).random((16, 16, 16), dtype=np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), scan)
+    assert main(["infer", "toy", "--run", ckpt, "--input", str(scan), "--output", str(scan.parent)]) == 0
+    assert capsys.readouterr().out.split() == [str(scan.parent / "low_dose_toy.nii.gz")]
+    np.testing.assert_array_equal(nib.load(scan).get_fdata(), data)  # the input is untouched
+    # a model without a task name would write plain names: onto its input is refused
+    model, module, _, _ = load_task(ckpt, device="cpu")
+    model.task = ""
+    with pytest.raises(InputError, match="is an input of this run"):
+        infer_to_folder(model, module, scan, scan.parent, progress=False)
+    np.testing.assert_array_equal(nib.load(scan).get_fdata(), data)
