@@ -27,16 +27,37 @@ def command(port: int = 5000, uri: str | None = None) -> list[str]:
 
 def run(args) -> int:
     import os
+    import signal
 
     # no phone-home; no background job runners (a personal UI needs none)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = command(args.port, args.uri)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[cmd.index('--backend-store-uri') + 1]}); Ctrl-C stops it",
           file=sys.stderr)
-    proc = subprocess.Popen(cmd, env=env)
+    # The server and its workers get a process group of their own, and whatever stops us --
+    # Ctrl-C, `kill` (SIGTERM), a closed terminal (SIGHUP) -- stops that whole group: a server
+    # left running, orphaned, would keep answering on the port.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum=None, frame=None):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if signum is not None:
+            raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop()
         return 0
+    finally:
+        if proc.poll() is None:
+            stop()
