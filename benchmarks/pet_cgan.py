@@ -260,7 +260,7 @@ def train_model(name: str, root: Path, workdir: Path, minutes: float, extra: lis
     t0 = time.time()
     reports = []
     run_id = train(load_config(CONFIG, overrides, task="pet-cgan"), report=reports.append)
-    info = {"run_id": run_id, "wall_min": (time.time() - t0) / 60, "time": reports[0] if reports else "",
+    info = {"run_id": run_id, "wall_min": (time.time() - t0) / 60, "time": next((r for r in reports if r.startswith("time:")), ""),
             **validation_curve(run_id, workdir)}
     print(f"[pet-cgan bench] {name}: trained {info['wall_min']:.1f} min, run {run_id}; {info['time']}", flush=True)
     return run_id, info

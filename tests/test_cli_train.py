@@ -40,10 +40,17 @@ def write_volume(path: Path) -> Path:
 def test_train_evaluate_infer_resume(tmp_path, capsys):
     cfg = write_config(tmp_path / "toy.yaml")
     assert main(["train", "toy", "--config", str(cfg), "trainer.seed=3", "data.size=12"]) == 0
-    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr()
+    run_id = printed.out.strip().splitlines()[-1]
     run = MlflowClient(resolve_tracking_uri()).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["trainer.seed"] == "3"
     assert run.data.params["data.size"] == "12"
+    # what the run is, in its name (MLflow's random names repeated: the trainer seeds Python's RNG)
+    assert run.info.run_name.startswith("toy 20")
+    # the user hears where it runs, how validation goes, where best.pt is and where the time went
+    said = printed.err
+    assert "device: cpu, " in said and f"run {run_id} in {resolve_tracking_uri()}; watch it with `medgen ui`" in said
+    assert "epoch 1: val/psnr " in said and f"best.pt: epoch 1, val/psnr" in said and "time: " in said
 
     # --resume without --config continues the checkpoint's own config and the same run
     ckpt = Path("checkpoints", run_id, "last.pt")
@@ -62,7 +69,7 @@ def test_train_evaluate_infer_resume(tmp_path, capsys):
 
     out_dir = tmp_path / "out"
     assert main(["infer", "toy", "--run", str(ckpt), "--input", str(volume), "--output", str(out_dir)]) == 0
-    written = out_dir / "scan.nii.gz"
+    written = out_dir / "scan_toy.nii.gz"
     assert capsys.readouterr().out.strip() == str(written)
     src, out = nib.load(str(volume)), nib.load(str(written))
     assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-4)
@@ -80,6 +87,13 @@ def test_train_evaluate_infer_resume(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0]
     assert not (tmp_path / "o2").exists()
+
+
+def test_train_help_lists_the_tasks_that_exist(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    usage = capsys.readouterr().out
+    assert "pet-cgan | anogan" in usage and "dann-seg" not in usage
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
@@ -111,13 +125,17 @@ def test_ui_serves_the_local_store_on_localhost(monkeypatch, tmp_path):
     started = {}
 
     class FakePopen:
-        def __init__(self, cmd, env):
-            started.update(cmd=cmd, env=env)
+        def __init__(self, cmd, env, **options):
+            started.update(cmd=cmd, env=env, **options)
 
         def wait(self):
+            return 0
+
+        def poll(self):
             return 0
 
     monkeypatch.setattr(ui.subprocess, "Popen", FakePopen)
     assert main(["ui", "--port", "5124"]) == 0
     assert started["cmd"][2:4] == ["mlflow", "ui"] and "5124" in started["cmd"]
     assert started["env"]["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert started["start_new_session"] is True  # its own process group, stopped as a whole

@@ -9,7 +9,9 @@ HELP = "Train a task's model; prints the MLflow run id as the last line."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", help="pet-cgan | eagan | cyclegan | anogan | tybalt | dann-seg")
+    from medgen.models.registry import available_tasks  # finds modules without importing them
+
+    parser.add_argument("task", help=" | ".join(available_tasks()))
     parser.add_argument("--config", metavar="FILE", help="YAML config (default: the model's defaults)")
     parser.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (and its MLflow run)")
     # REMAINDER: argparse cannot take positionals (key=value) both before and after options
@@ -47,7 +49,10 @@ def run(args) -> int:
     if resume:
         raw = apply_overrides(raw, [f"trainer.resume={resume}"])
     config = build_config(raw, task=args.task)
-    run_id = train(config, report=lambda line: print(line, file=sys.stderr, flush=True))
+    from tqdm.auto import tqdm
+
+    # tqdm.write: a line between progress-bar updates, not through the bar
+    run_id = train(config, report=lambda line: tqdm.write(line, file=sys.stderr))
     print(run_id, flush=True)
     return 0
 

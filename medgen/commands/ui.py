@@ -51,8 +51,7 @@ def run(args) -> int:
         if signum is not None:
             raise SystemExit(0)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -61,3 +60,5 @@ def run(args) -> int:
     finally:
         if proc.poll() is None:
             stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

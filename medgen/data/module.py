@@ -44,6 +44,11 @@ class DataModule:
     def setup(self) -> None:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """One line for the user before training starts (after ``setup()``): what was found
+        and how it is split, e.g. ``12 subjects in DIR: 10 train / 2 validation``."""
+        return ""
+
     def resolved_settings(self) -> dict[str, Any]:
         """Constructor settings that ``setup()`` decided from the data (e.g. ``spacing: auto``),
         as config values: the engine saves them with the run so inference reuses them."""

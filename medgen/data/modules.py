@@ -203,6 +203,14 @@ class _VolumeModule(DataModule):
         """The key whose volumes set the grid (the model's input)."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        counts = {name: len(self.splits.get(name) or []) for name in ("train", "val", "test")}
+        split = f"{counts['train']} train / {counts['val']} validation" + (f" / {counts['test']} test" if counts["test"] else "")
+        grid = ("native grid" if self.spacing is None
+                else "grid " + "x".join(f"{v:.3g}" for v in self.spacing) + " mm" + (" (auto: median)" if self._auto_spacing else ""))
+        patch = "x".join(str(p) for p in self.patch_size)
+        return f"{len(self.splits['all'])} subjects in {self.root}: {split}; {grid}; patches {patch}"
+
     def resolved_settings(self) -> dict[str, Any]:
         """``spacing: auto`` as the voxel size ``setup()`` chose, for the run's saved config."""
         if self._auto_spacing and self.spacing is not None:

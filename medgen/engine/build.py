@@ -54,18 +54,14 @@ def build_task(config: Config, setup: bool = False):
 def train(config: Config, report: Callable[[str], None] | None = None) -> str:
     """Train ``config.task`` as configured; returns the MLflow run id.
 
-    report: called once at the end with a line saying where the wall time went
-    (:meth:`Trainer.time_report`); ``medgen train`` prints it on stderr.
+    report: called with the trainer's lines for the user (start, validations, end; see
+    :class:`~medgen.engine.trainer.Trainer`); ``medgen train`` prints them on stderr.
     """
     from medgen.engine.trainer import Trainer
 
     seed_everything(config.trainer.seed)  # the model's initial weights depend on the seed
     model, data = build_task(config, setup=True)
-    trainer = Trainer(config, model, data)
-    run_id = trainer.fit()
-    if report is not None and trainer.dist.is_main:
-        report(trainer.time_report())
-    return run_id
+    return Trainer(config, model, data, report=report).fit()
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path, tracking_uri: str | None, dst_dir: str | Path) -> Path:

@@ -27,7 +27,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -73,10 +73,15 @@ class Trainer:
 
     tracker: None = an :class:`~medgen.tracking.MLflowTracker` on ``config.tracking.uri`` (or a
     no-op tracker when ``tracking.enabled`` is false); ranks other than 0 never log.
+    report: called with a line for the user at the start (data, device, run), after each
+    validation (headline metric, best so far) and at the end (best.pt, where the time went);
+    ``medgen train`` prints them on stderr. Library code itself never prints.
     """
 
-    def __init__(self, config: Config, model, data, tracker: Tracker | None = None):
+    def __init__(self, config: Config, model, data, tracker: Tracker | None = None,
+                 report: Callable[[str], None] | None = None):
         self.config = config
+        self.report = report if report is not None else (lambda line: None)
         self.cfg = config.trainer
         self.model = model
         self.data = data
@@ -342,7 +347,7 @@ class Trainer:
             if continue_id is not None and hasattr(self.tracker, "has_run") and not self.tracker.has_run(continue_id):
                 continue_id = None  # the checkpoint's run lives in another store: start a new one
             with self.timer.phase("logging"):
-                run_id = self.tracker.start(experiment, run_name=self.config.tracking.run_name, run_id=continue_id)
+                run_id = self.tracker.start(experiment, run_name=self._run_name(), run_id=continue_id)
                 if continue_id is None:
                     self._log_params()
                 self.tracker.set_tags({"medgen.task": self.config.task, "medgen.world_size": str(self.dist.world_size)})
@@ -350,12 +355,53 @@ class Trainer:
                     self.tracker.set_tags({f"medgen.resumed_at_epoch_{self.epoch}": "true"})
             run_id = run_id or self.run_id or uuid.uuid4().hex
         self.run_id = self.dist.broadcast_object(run_id)
+        if self.dist.is_main:
+            self._report_start(resume is not None)
         if resume is not None:
             set_rng_state(resume["rng"])
             if self.dist.enabled:
                 seed_everything(cfg.seed + 7919 * self.dist.rank + self.epoch)
         elif self.dist.enabled:  # identical replicas, different noise per rank
             seed_everything(cfg.seed + 7919 * self.dist.rank)
+
+    def _run_name(self) -> str:
+        """``tracking.run_name``, else what the run is: task, data folder, date and time (MLflow's
+        random names repeat, since the trainer seeds Python's RNG before it picks one)."""
+        if self.config.tracking.run_name:
+            return self.config.tracking.run_name
+        root = self.config.data.get("root")
+        folder = Path(str(root)).resolve().name if root else ""
+        return " ".join(p for p in (self.config.task, folder, time.strftime("%Y-%m-%d %H:%M:%S")) if p)
+
+    def _report_start(self, resumed: bool) -> None:
+        described = self.data.describe()
+        if described:
+            self.report(f"data: {described}")
+        amp = f", mixed precision {str(self.amp_dtype).replace('torch.', '')}" if self.use_amp else ""
+        world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
+        self.report(f"device: {self.device}, {torch.get_num_threads()} threads{amp}{world}")
+        uri = getattr(self.tracker, "uri", None)
+        if uri is None:
+            where = " (not tracked)"
+        else:
+            from medgen.tracking import default_tracking_uri
+
+            ui = "medgen ui" if uri == default_tracking_uri() else f"medgen ui --uri {uri}"
+            where = f" in {uri}; watch it with `{ui}`"
+        self.report(f"run {self.run_id}{' (resumed at epoch ' + str(self.epoch) + ')' if resumed else ''}{where}")
+
+    def _report_validation(self, val: dict[str, float]) -> None:
+        value = val.get(self.best_metric)
+        if value is None:
+            return
+        best = (f"; best {self.best_value:.4g} at epoch {self.best_epoch}" if self.best_value is not None else "")
+        self.report(f"epoch {self.epoch}: {self.best_metric} {value:.4g}{best}")
+
+    def _report_end(self) -> None:
+        if self.best_epoch is not None:
+            self.report(f"best.pt: epoch {self.best_epoch}, {self.best_metric} {self.best_value:.4g}, "
+                        f"{self._checkpoint_dir() / 'best.pt'} (and the MLflow run's checkpoints/)")
+        self.report(self.time_report())
 
     def _log_params(self) -> None:
         from medgen.tracking import git_commit
@@ -364,6 +410,8 @@ class Trainer:
         params["trainer.resume"] = None  # a resume path is not a property of the run
         params.update({"seed": self.cfg.seed, "git_commit": git_commit(), "world_size": self.dist.world_size})
         params["device"] = str(self.device)
+        if self.config.data.get("root"):  # as typed, and where that was
+            params["data.root_resolved"] = str(Path(str(self.config.data["root"])).resolve())
         self.tracker.log_params(params)
 
     def _loop(self) -> None:
@@ -416,6 +464,8 @@ class Trainer:
                     self.last_metrics = dict(val)
                     if self._update_best(val) and self.dist.is_main:
                         self._keep_best()
+                    if self.dist.is_main:
+                        self._report_validation(val)
                 self._log_epoch(metrics, flush=validate or final)
                 if self.dist.is_main and write:
                     self._write_checkpoints()
@@ -429,6 +479,7 @@ class Trainer:
             with self.timer.phase("logging"):
                 self._log_model()
                 self.tracker.log_metrics(self.timer.metrics(), step=self.epoch)
+            self._report_end()
 
     def _log_epoch(self, metrics: dict[str, float], flush: bool) -> None:
         """Log an epoch's metrics, batched: epochs of a few seconds each would otherwise pay an
@@ -519,6 +570,8 @@ class Trainer:
                 dist=self.dist,
                 grid_path=grid,
                 grid_title=f"{self.config.task} epoch {self.epoch}",
+                progress=bool(self.cfg.progress and self.dist.is_main),
+                desc=f"validate epoch {self.epoch}",
                 phase=self.timer.phase,
                 constant_cache=self._constant_cache,
             )

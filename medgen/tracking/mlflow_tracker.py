@@ -28,6 +28,8 @@ from medgen.errors import InputError  # noqa: E402
 from medgen.tracking.base import Tracker  # noqa: E402
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+# The experiment tag the MLflow 3 UI reads to choose between its GenAI pages and the training runs
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _BATCH = 100  # MLflow accepts up to 100 params / 1000 metrics per log_batch
 
 
@@ -138,15 +140,21 @@ class MLflowTracker(Tracker):
 
     # --- runs -----------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
+        """The experiment's id, created (or restored) if needed, and marked as model training:
+        without the kind tag the MLflow 3 UI opens a new experiment on its GenAI overview
+        (traces, latency) instead of the runs."""
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         location = self.artifact_root
         if location is None and not is_remote(self.uri):
             location = default_artifact_root()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     def start(self, experiment: str, run_name: str | None = None, run_id: str | None = None) -> str:
         with _store_lock(self.uri):

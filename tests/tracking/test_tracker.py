@@ -75,3 +75,14 @@ def test_runs_started_at_once_share_a_new_store(tmp_path):
     exp = client.get_experiment_by_name("race")
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
+
+
+def test_experiments_are_marked_as_model_training(tmp_path):
+    """The MLflow 3 UI opens an experiment without this tag on its GenAI overview, not the runs."""
+    tracker = MLflowTracker()
+    tracker.start("new")
+    client = MlflowClient(resolve_tracking_uri())
+    assert client.get_experiment_by_name("new").tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("made-before")  # e.g. by an older medgen: tagged when next used
+    tracker.start("made-before")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
