@@ -316,7 +316,7 @@ def to_input_geometry(data, amap: torch.Tensor, state: Any, volume: torch.Tensor
 
 
 # --- many scans: the function behind `medgen score` -------------------------------------------
-CSV_COLUMNS = ("path", "score", "flagged", "seconds", "error")
+CSV_COLUMNS = ("path", "score", "flagged", "map", "overlay", "seconds", "error")
 
 
 def _volume_name(path) -> str:
@@ -331,16 +331,29 @@ def _volume_name(path) -> str:
 
 
 def output_names(paths: Sequence) -> list[str]:
-    """File-name stems for the maps: the scan's name, prefixed by its folder where names repeat."""
+    """File-name stems for the maps: the scan's name without its volume suffix, and where names
+    repeat, as many of its folders as tell them apart, joined by ``_`` (``sub-001/t1.nii.gz`` and
+    ``sub-002/t1.nii.gz`` -> ``sub-001_t1``, ``sub-002_t1``: the path below the scans' common
+    folder)."""
     from pathlib import Path
 
-    names = [_volume_name(p) for p in paths]
-    seen: dict[str, int] = {}
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-    names = [f"{Path(p).resolve().parent.name}_{n}" if seen[n] > 1 else n for p, n in zip(paths, names)]
+    parts = [Path(p).resolve().parts for p in paths]
+    depth = [1] * len(parts)
+
+    def stem(k: int) -> str:
+        *folders, last = parts[k][-depth[k]:]
+        return "_".join([*folders, _volume_name(last)])
+
+    while True:
+        names = [stem(k) for k in range(len(parts))]
+        clash = [k for k, n in enumerate(names) if depth[k] < len(parts[k])
+                 and any(m == n and parts[j] != parts[k] for j, m in enumerate(names))]
+        if not clash:
+            break
+        for k in clash:
+            depth[k] += 1
     out, used = [], set()
-    for n in names:
+    for n in names:  # the same scan given twice
         candidate, k = n, 1
         while candidate in used:
             k += 1
@@ -417,7 +430,8 @@ def score_paths(
     try:
         for path, name in iterator:
             t0 = time.perf_counter()
-            row: dict[str, Any] = {"path": str(path), "score": "", "flagged": "", "seconds": "", "error": ""}
+            row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
+            row["path"] = str(path)
             try:
                 volume = io.read(path)
                 mask = None
@@ -427,11 +441,13 @@ def score_paths(
                 flagged = flag(score, threshold)
                 row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
                 if maps_dir is not None:
-                    io.write(Path(maps_dir) / f"{name}_anomaly.nii.gz", amap, reference=volume)
                     from medgen.viz import save_overlay
 
-                    save_overlay(Path(maps_dir) / f"{name}_overlay.png", volume, amap, threshold=threshold,
+                    map_path, overlay_path = Path(maps_dir) / f"{name}_anomaly.nii.gz", Path(maps_dir) / f"{name}_overlay.png"
+                    io.write(map_path, amap, reference=volume)
+                    save_overlay(overlay_path, volume, amap, threshold=threshold,
                                  title=f"{name}: score {score:.4g}" + (" (flagged)" if flagged else ""))
+                    row.update(map=str(map_path), overlay=str(overlay_path))
             except MedgenError as e:
                 row["error"] = str(e)
             except Exception as e:  # noqa: BLE001 - one bad scan must not stop the others

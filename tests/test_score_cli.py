@@ -78,7 +78,9 @@ def test_train_then_score_with_maps_dicom_and_a_bad_scan(trained, tmp_path):
 
     rows = _rows(out)
     assert [r["path"] for r in rows] == [str(normal), str(bad), str(lesion), str(dicom)]
-    assert list(rows[0]) == ["path", "score", "flagged", "seconds", "error"]
+    assert list(rows[0]) == ["path", "score", "flagged", "map", "overlay", "seconds", "error"]
+    assert rows[0]["map"] == str(maps / "sub-001_t1_anomaly.nii.gz") and rows[1]["map"] == ""
+    assert rows[2]["overlay"] == str(maps / "sub-002_t1_overlay.png")
     assert rows[1]["error"] and "broken.nii.gz" in rows[1]["error"] and rows[1]["score"] == ""
     for r in (rows[0], rows[2], rows[3]):
         assert r["error"] == ""

@@ -34,3 +34,13 @@ def test_infer_into_the_inputs_folder_keeps_the_input(tmp_path, capsys):
     with pytest.raises(InputError, match="is an input of this run"):
         infer_to_folder(model, module, scan, scan.parent, progress=False)
     np.testing.assert_array_equal(nib.load(scan).get_fdata(), data)
+
+
+def test_map_names_tell_scans_with_the_same_file_name_apart(tmp_path):
+    from medgen.scoring import output_names
+
+    paths = [tmp_path / "d" / "sub-001" / "t1.nii.gz", tmp_path / "d" / "sub-002" / "t1.nii.gz",
+             tmp_path / "other.nrrd", tmp_path / "x" / "sub-001" / "t1.nii.gz"]
+    assert output_names(paths[:3]) == ["sub-001_t1", "sub-002_t1", "other"]
+    assert output_names(paths) == ["d_sub-001_t1", "sub-002_t1", "other", "x_sub-001_t1"]
+    assert output_names([paths[0]]) == ["t1"] and output_names([paths[2], paths[2]]) == ["other", "other_2"]
