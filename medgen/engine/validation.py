@@ -48,6 +48,13 @@ def _images(out: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim >= 4}
 
 
+def grid_order(images: dict, metric_pairs: dict) -> list[str]:
+    """Columns of a validation grid: inputs first, then the main pair's prediction and reference
+    (input | output | target, as the README says)."""
+    pred, ref = metric_pairs.get("", (None, None))
+    return [k for k in images if k not in (pred, ref)] + [k for k in (pred, ref) if k in images]
+
+
 def _masked_metrics(pred, ref, data_range: float, mask) -> dict[str, float]:
     """PSNR, MAE and NMSE inside ``mask`` (not SSIM: a second SSIM map per volume would double
     validation's cost, which the training budget pays)."""
@@ -148,7 +155,7 @@ def evaluate_volumes(
                     with phase("images"):
                         save_slice_grid(
                             grid_path,
-                            {k: v[0, 0].detach().cpu() for k, v in images.items()},
+                            {k: images[k][0, 0].detach().cpu() for k in grid_order(images, model.metric_pairs)},
                             value_range=(lo, hi),
                             title=grid_title,
                         )

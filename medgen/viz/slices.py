@@ -42,6 +42,12 @@ def save_slice_grid(path, volumes: Mapping[str, object], value_range=None, title
                 ax.set_title(name, fontsize=10)
             if col == 0 and is_3d:
                 ax.set_ylabel(plane_name, fontsize=9)
+    # one scale for every panel, so one colour bar says what the greys mean
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap=cmap), ax=axes.ravel().tolist(), shrink=0.6,
+                 fraction=0.03, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=11)
     return save_png(fig, path)
