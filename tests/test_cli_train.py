@@ -109,6 +109,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["train", "pet-cgan", f"data.root={tmp_path}", "data.modality=xx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data: modality must be one of" in err[0]
+    # the number of dimensions from two places that disagree
+    assert main(["train", "pet-cgan", f"data.root={tmp_path}", "data.patch_size=[32,32]", "model.spatial_dims=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.spatial_dims=3 but data.patch_size=[32, 32]" in err[0]
     assert not Path("o").exists()
 
 

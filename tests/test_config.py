@@ -39,3 +39,23 @@ def test_signature_sections_reject_unknown_and_check_types():
         check_against_signature("data", {"root": "/x", "patch_size": "big"}, ctor)
     with pytest.raises(ConfigError, match="data.root"):
         check_against_signature("data", {}, ctor)
+
+
+def test_construct_keeps_bugs_as_tracebacks():
+    """A refused value is a config error; a TypeError raised by a bug inside a constructor is not."""
+    from medgen.engine.build import _construct
+    from medgen.errors import ConfigError
+
+    class Model:
+        def __init__(self, width: int = 4, bug: bool = False):
+            if width < 1:
+                raise ConfigError(f"width must be at least 1, got {width}")
+            if bug:
+                None + 1  # noqa: B018 - a bug: TypeError
+
+    with pytest.raises(ConfigError, match="model: width must be at least 1"):
+        _construct("model", Model, {"width": 0})
+    with pytest.raises(ConfigError, match="model: .*unexpected keyword"):
+        _construct("model", Model, {"depth": 2})
+    with pytest.raises(TypeError):
+        _construct("model", Model, {"bug": True})

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 
 from medgen.data.layouts import discover_domain
 from medgen.data.modules import _VolumeModule
-from medgen.errors import InputError
+from medgen.errors import ConfigError, InputError
 from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
 
 DOMAINS = ("source", "target")
@@ -46,11 +46,11 @@ class DomainVolumes(_VolumeModule):
                          test_fraction, split_seed, cache, cache_workers)
         self.n_classes = int(n_classes)
         if self.n_classes < 2:
-            raise ValueError(f"n_classes counts the background too: at least 2, got {n_classes}")
+            raise ConfigError(f"n_classes counts the background too: at least 2, got {n_classes}")
         self.augment = bool(augment)
         self.label_fraction = float(label_fraction)
         if not 0.0 < self.label_fraction < 1.0:
-            raise ValueError(f"label_fraction must lie in (0, 1), got {label_fraction}")
+            raise ConfigError(f"label_fraction must lie in (0, 1), got {label_fraction}")
 
     def model_settings(self) -> dict:
         return {"out_channels": self.n_classes}

@@ -34,7 +34,7 @@ from medgen.data.expression_io import check_table, first_cell, read_expression, 
 from medgen.data.layouts import discover_expression
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
-from medgen.errors import InputError
+from medgen.errors import ConfigError, InputError
 
 SPLITS = ("train", "val", "test", "all")
 _MAD_CHUNK = 1024  # genes per block when computing the MAD: bounds the temporary copies
@@ -102,7 +102,7 @@ class ExpressionTable(DataModule):
                  test_fraction: float = 0.0, split_seed: int = 0, batch_size: int = 50,
                  label_column: str | None = None, log_transform: bool = False):
         if int(n_genes) < 1:
-            raise ValueError(f"n_genes must be at least 1, got {n_genes}")
+            raise ConfigError(f"n_genes must be at least 1, got {n_genes}")
         self.root = Path(root)
         self.genes_by_samples = bool(genes_by_samples)
         self.n_genes = int(n_genes)

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from medgen.data.layouts import discover_paired, discover_volumes
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
-from medgen.errors import InputError, MedgenError
+from medgen.errors import ConfigError, InputError, MedgenError
 from medgen.transforms.intensity import MODALITIES, apply_intensity, intensity_params, invert_intensity, output_params
 from medgen.transforms.masks import foreground_mask
 from medgen.transforms.patches import RandomPatches, augmentation, flips
@@ -150,12 +150,12 @@ class _VolumeModule(DataModule):
     def __init__(self, root, modality: str, spacing, patch_size, patches_per_volume: int, batch_size: int,
                  val_fraction: float, test_fraction: float, split_seed: int, cache: bool, cache_workers: int = 1):
         if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+            raise ConfigError(f"modality must be one of {MODALITIES}, got {modality!r}")
         self.root = Path(root)
         self.modality = modality
         self.patch_size = tuple(int(p) for p in patch_size)
         if len(self.patch_size) not in (2, 3):
-            raise ValueError(f"patch_size must have 2 or 3 entries, got {patch_size}")
+            raise ConfigError(f"patch_size must have 2 or 3 entries, got {patch_size}")
         self.spatial_dims = len(self.patch_size)
         self._auto_spacing = spacing == "auto"
         if self._auto_spacing:
@@ -163,7 +163,7 @@ class _VolumeModule(DataModule):
         elif spacing is not None:
             spacing = tuple(float(s) for s in (spacing if isinstance(spacing, (list, tuple)) else [spacing] * self.spatial_dims))
             if len(spacing) != self.spatial_dims:
-                raise ValueError(f"spacing {spacing} must have {self.spatial_dims} entries like patch_size")
+                raise ConfigError(f"spacing {spacing} must have {self.spatial_dims} entries like patch_size")
         self.spacing = spacing
         self.patches_per_volume = int(patches_per_volume)
         self.batch_size = int(batch_size)
@@ -408,7 +408,7 @@ class PairedVolumes(_VolumeModule):
         self.augment = bool(augment)
         self.target_modality = target_modality or modality
         if self.target_modality not in MODALITIES:
-            raise ValueError(f"target_modality must be one of {MODALITIES}, got {self.target_modality!r}")
+            raise ConfigError(f"target_modality must be one of {MODALITIES}, got {self.target_modality!r}")
         if share_scaling is None:
             share_scaling = modality == "pet" and self.target_modality == "pet"
         self.share_scaling = bool(share_scaling)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 
 from medgen.data.layouts import discover_unpaired
 from medgen.data.modules import _VolumeModule, same_grid
-from medgen.errors import InputError
+from medgen.errors import ConfigError, InputError
 from medgen.transforms.intensity import MODALITIES, output_params
 from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
 
@@ -45,7 +45,7 @@ class UnpairedVolumes(_VolumeModule):
         super().__init__(root, modality_a, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
                          test_fraction, split_seed, cache, cache_workers)
         if modality_b not in MODALITIES:
-            raise ValueError(f"modality_b must be one of {MODALITIES}, got {modality_b!r}")
+            raise ConfigError(f"modality_b must be one of {MODALITIES}, got {modality_b!r}")
         self.modalities = {"A": modality_a, "B": modality_b}
         self.augment = bool(augment)
 

@@ -21,11 +21,19 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _construct(section: str, cls: type, settings: dict[str, Any]):
-    """``cls(**settings)``; a value the constructor refuses (e.g. ``data.modality=xx``) is a
-    one-line ConfigError naming the section, not a traceback."""
+    """``cls(**settings)``; a value the constructor refuses (e.g. ``data.modality=xx``: its
+    checks raise ConfigError, the networks it builds ValueError) is a one-line ConfigError naming
+    the section, not a traceback. Settings that do not fit the signature are one too, checked
+    before the call, so that a TypeError from a bug inside it stays a traceback."""
+    import inspect
+
+    try:
+        inspect.signature(cls).bind(**settings)
+    except TypeError as e:
+        raise ConfigError(f"{section}: {e}") from None
     try:
         return cls(**settings)
-    except (ValueError, TypeError) as e:
+    except (ConfigError, ValueError) as e:
         raise ConfigError(f"{section}: {e}") from None
 
 
@@ -40,6 +48,7 @@ def build_task(config: Config, setup: bool = False):
 
     model_cls = get_model_class(config.task)
     data = _construct("data", model_cls.data_module, config.data)
+    _check_spatial_dims(model_cls, config, data)
     if setup:
         data.setup()
         config.data.update(data.resolved_settings())
@@ -49,6 +58,21 @@ def build_task(config: Config, setup: bool = False):
     if patch is not None:
         model.roi_size = tuple(int(p) for p in patch)
     return model, data
+
+
+def _check_spatial_dims(model_cls: type, config: Config, data) -> None:
+    """The number of spatial dimensions has one source, the patch size: a model that also names
+    it must agree (a 3D network on 2D patches would fail deep inside a convolution)."""
+    import inspect
+
+    patch = getattr(data, "patch_size", None)
+    param = inspect.signature(model_cls).parameters.get("spatial_dims")
+    if patch is None or param is None:
+        return
+    dims = config.model.get("spatial_dims", param.default)
+    if dims is not inspect.Parameter.empty and int(dims) != len(patch):
+        raise ConfigError(f"model.spatial_dims={dims} but data.patch_size={list(patch)} has {len(patch)} "
+                          f"entries; give both the same number of dimensions")
 
 
 def train(config: Config, report: Callable[[str], None] | None = None) -> str:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgen.data.modules import Volumes
+from medgen.errors import ConfigError
 from medgen.losses.adversarial import AdversarialLoss, gradient_penalty
 from medgen.models.base import GenerativeModel
 from medgen.models.registry import register_model
@@ -132,9 +133,9 @@ class AnoGAN(GenerativeModel):
         patch_size: Sequence[int] | None = None,
     ):
         if gan not in GANS:
-            raise ValueError(f"gan {gan!r} not one of {GANS}")
+            raise ConfigError(f"gan {gan!r} not one of {GANS}")
         if not 0.0 <= encoder_fraction < 1.0:
-            raise ValueError(f"encoder_fraction must be in [0, 1), got {encoder_fraction}")
+            raise ConfigError(f"encoder_fraction must be in [0, 1), got {encoder_fraction}")
         self._roi: tuple[int, ...] | None = None
         super().__init__()
         self.latent_dim = latent_dim

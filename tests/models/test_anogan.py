@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medgen import scoring
+from medgen.errors import ConfigError
 from medgen.models.anogan import AnoGAN
 from medgen.models.registry import get_model_class
 
@@ -40,7 +41,7 @@ def test_registered_and_paper_defaults():
     assert (m.search_steps, m.lam, m.kappa) == (500, 0.1, 1.0)
     d = AnoGAN(gan="dcgan")
     assert (d.lr, d.betas) == (2e-4, (0.5, 0.999))
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="vanilla"):  # a constructor check: a config error, as everywhere
         AnoGAN(gan="vanilla")
 
 
