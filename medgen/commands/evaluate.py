@@ -8,14 +8,13 @@ HELP = "Metrics of a trained run on a folder laid out like its training data."
 
 
 def add_arguments(parser) -> None:
+    from medgen.commands.run_options import add_run_options
+
     parser.add_argument("task", help="the task the run trained")
-    parser.add_argument("--run", required=True, metavar="RUN_OR_CKPT", help="MLflow run id or checkpoint file")
     parser.add_argument("--data", required=True, metavar="DIR", help="folder in the task's layout")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--fid-slices", type=int, default=None, help="2.5D FID slices per axis (default: the run's; 0 = off)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
-                        help="change an inference setting of the run, e.g. model.flip_ensemble=false (repeatable)")
+    add_run_options(parser)
 
 
 def run(args) -> int:

@@ -9,16 +9,15 @@ HELP = "Apply a trained run to a volume, a DICOM folder or a folder of volumes (
 
 
 def add_arguments(parser) -> None:
+    from medgen.commands.run_options import add_run_options
+
     parser.add_argument("task", help="the task the run trained")
-    parser.add_argument("--run", required=True, metavar="RUN_OR_CKPT", help="MLflow run id or checkpoint file")
     parser.add_argument("--input", required=True, metavar="PATH", help="volume file, DICOM folder or folder of volumes")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for <name>_<task>.nii.gz outputs (never onto an input)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--dicom", action="store_true",
                         help="also write each output as a DICOM series (<name>_<task>_dicom/) mirroring its DICOM series input: "
                              "same patient, study and geometry, a new derived series")
-    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
-                        help="change an inference setting of the run, e.g. model.flip_ensemble=false (repeatable)")
+    add_run_options(parser)
 
 
 def run(args) -> int:

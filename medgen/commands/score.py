@@ -22,7 +22,8 @@ HELP = "Anomaly scores, maps and overlays for new scans with a trained anogan ru
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--run", required=True, metavar="RUN_OR_CKPT", help="MLflow run id or checkpoint file of an anogan run")
+    from medgen.commands.run_options import add_run_options
+
     parser.add_argument("paths", nargs="+", metavar="PATH", help="scans: NIfTI/NRRD/MHA files or DICOM folders")
     parser.add_argument("--out", default="scores.csv", help="CSV file, one row per scan (default: scores.csv)")
     parser.add_argument("--maps", default=None, metavar="DIR", help="write <name>_anomaly.nii.gz and <name>_overlay.png here")
@@ -35,8 +36,7 @@ def add_arguments(parser) -> None:
                              "<scan folder>/brain_mask.nii.gz); default: the run's data.mask_key if it was "
                              "trained with one, else the scan's foreground; 'none' forces the foreground")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
-                        help="change an inference setting of the run, e.g. model.flip_ensemble=false (repeatable)")
+    add_run_options(parser, "MLflow run id or checkpoint file of an anomaly-scoring run")
 
 
 def run(args) -> int:
@@ -44,7 +44,7 @@ def run(args) -> int:
     from medgen.errors import ConfigError
     from medgen.scoring import score_paths
 
-    model, data, config, _ = load_task(args.run, overrides=args.overrides)
+    model, data, config, _ = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != "anogan":
         raise ConfigError(f"--run {args.run} is a {config.task!r} run; `medgen score` needs an anogan run")
     if args.search_steps is not None:
