@@ -120,6 +120,8 @@ class Trainer:
         self._constant_cache: dict = {}  # validation metrics of model.constant_pairs, per volume
         self._pending_log: dict[str, tuple[float, int]] = {}  # metrics not yet written (_log_epoch)
         self._logged_at = 0.0
+        self._epoch_start: float | None = None  # progress() when the current epoch started
+        self._epoch_share = 0.0  # the share of the budget one epoch takes (per-step progress)
         self._bad_step: str | None = None
         self._warned_best = False
 
@@ -171,28 +173,38 @@ class Trainer:
         """Training minutes so far, earlier sessions of a resumed run included."""
         return self.minutes_before + (time.monotonic() - self._t0) / 60.0
 
-    def _optimizer_step(self, name: str, loss: torch.Tensor) -> None:
-        """Zero grads, backward (scaled), average across ranks, unscale, clip, step."""
-        if name not in self.optimizers:
-            raise TrainingError(f"model stepped unknown optimiser {name!r} (has {', '.join(self.optimizers)})")
-        opt, scaler = self.optimizers[name], self.scalers[name]
+    def _optimizer_step(self, names: str | tuple[str, ...], loss: torch.Tensor) -> None:
+        """Zero grads, one backward (scaled), average across ranks, unscale, clip and step each
+        named optimiser. Several names: one loss feeds several optimisers (e.g. a segmenter and
+        a domain classifier behind gradient reversal); they share the first one's AMP scaler,
+        and each is clipped on its own parameters."""
+        names = (names,) if isinstance(names, str) else tuple(names)
+        unknown = [n for n in names if n not in self.optimizers]
+        if unknown or not names:
+            raise TrainingError(f"model stepped unknown optimiser {unknown[0] if unknown else '(none)'!r} "
+                                f"(has {', '.join(self.optimizers)})")
+        opts, scaler = [self.optimizers[n] for n in names], self.scalers[names[0]]
+        label = "+".join(names)
         finite = bool(torch.isfinite(loss.detach()).all().item())
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         if not self.dist.enabled and not finite:
-            self._bad_step = self._bad_step or name
+            self._bad_step = self._bad_step or label
             return
         if finite:
             scaler.scale(loss).backward()
-        params = [p for g in opt.param_groups for p in g["params"]]
-        if self.dist.average_gradients(params, bad=not finite):
-            opt.zero_grad(set_to_none=True)
-            self._bad_step = self._bad_step or name
+        groups = [[p for g in opt.param_groups for p in g["params"]] for opt in opts]
+        if self.dist.average_gradients([p for group in groups for p in group], bad=not finite):
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            self._bad_step = self._bad_step or label
             return
         clip = self.config.optim.grad_clip
-        if clip is not None:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        scaler.step(opt)
+        for opt, params in zip(opts, groups):
+            if clip is not None:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            scaler.step(opt)
         scaler.update()
 
     # --- data -----------------------------------------------------------------------------
@@ -433,7 +445,12 @@ class Trainer:
                 epoch = self.epoch
                 self.model.epoch = epoch
                 self._read_clock()
-                self.model.progress = self.progress()
+                start = self.progress()
+                # the share one epoch takes: the last epoch's under a time budget (the same on
+                # every rank: it comes from rank 0's clock), else 1 / max_epochs
+                self._epoch_share = (start - self._epoch_start) if self._epoch_start is not None else 1 / self.max_epochs
+                self._epoch_start = start
+                self.model.progress = start
                 self.model.on_epoch_start(epoch)
                 bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
                 lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch
@@ -514,12 +531,13 @@ class Trainer:
         phase = self.timer.phase
         with phase("data"):
             batches = iter(self._train_loader(epoch))
-        for _ in range(steps):
+        for i in range(steps):
             with phase("data"):  # waiting for the next batch (patch sampling, transfer)
                 batch = next(batches, None)
                 if batch is None:
                     break
                 batch = to_device(batch, self.device)
+            self.model.progress = self._step_progress(epoch, i, steps)
             with phase("train"):
                 self._bad_step = None
                 out = self.model.training_step(batch, self.global_step) or {}
@@ -537,6 +555,13 @@ class Trainer:
             if losses:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:6]}, refresh=False)
         return self.dist.reduce_means(sums, counts)
+
+    def _step_progress(self, epoch: int, step: int, steps: int) -> float:
+        """``model.progress`` at step `step` of `steps` in `epoch`: the epoch's start plus its
+        share so far, so ramps (Ganin's λ_p, edge and KL weights) advance every step. The same
+        on every rank (no clock is read here)."""
+        by_epochs = (epoch + step / steps) / self.max_epochs
+        return min(1.0, max(by_epochs, self._epoch_start + self._epoch_share * step / steps))
 
     def _raise_non_finite(self, bad: list[str], losses: dict[str, float], epoch: int) -> None:
         if bad:

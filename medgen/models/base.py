@@ -29,7 +29,7 @@ gradient averaging across processes); without an engine (unit tests) a plain ste
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -50,9 +50,10 @@ class GenerativeModel(nn.Module):
         self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.epoch = 0  # current epoch (0-based), kept up to date by the engine
         self.max_epochs = 1
-        # Share of the training budget spent when the current epoch started, kept by the engine:
-        # epochs, or minutes under trainer.max_minutes, whichever is further along. Schedules that
-        # must finish within the run (phases, ramps, Ganin's GRL coefficient) read it.
+        # Share of the training budget spent, kept by the engine and advanced before every
+        # training step: epochs, or minutes under trainer.max_minutes, whichever is further along
+        # (within an epoch by its share of steps). Schedules that must finish within the run
+        # (phases, ramps, Ganin's GRL coefficient) read it; on_epoch_start sees the epoch's start.
         self.progress = 0.0
         self.roi_size: tuple[int, ...] | None = None  # sliding-window ROI, set from data.patch_size
         # True while the engine validates between epochs: a model may skip costly test-time
@@ -121,17 +122,22 @@ class GenerativeModel(nn.Module):
         self.optimizers = dict(self.configure_optimizers())
         return self.optimizers
 
-    def optimizer_step(self, name: str, loss: torch.Tensor) -> None:
-        """Backpropagate `loss` and step optimiser `name` (zeroing its gradients first)."""
+    def optimizer_step(self, name: str | Sequence[str], loss: torch.Tensor) -> None:
+        """Backpropagate `loss` once and step optimiser `name` (zeroing its gradients first), or
+        each of several names: one loss for several optimisers, e.g. a segmenter and a domain
+        classifier trained through gradient reversal."""
+        names = (name,) if isinstance(name, str) else tuple(name)
         if self._step_fn is not None:
-            self._step_fn(name, loss)
+            self._step_fn(names[0] if len(names) == 1 else names, loss)
             return
         if not self.optimizers:
             self.setup_optimizers()
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
+        opts = [self.optimizers[n] for n in names]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for opt in opts:
+            opt.step()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context chosen by the engine (a no-op on CPU)."""

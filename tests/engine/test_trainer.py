@@ -219,3 +219,42 @@ def test_runs_saved_before_auto_spacing_keep_their_native_grid():
     new = _native_grid_if_unsaved({"task": "pet-cgan", "data": {"root": "gone", "spacing": [2.0, 2.0, 2.0]}})
     assert new["data"]["spacing"] == [2.0, 2.0, 2.0]
     assert "spacing" not in _native_grid_if_unsaved({"task": "toy", "data": {}})["data"]  # no grid to keep
+
+
+def test_progress_advances_every_step(monkeypatch):
+    from toy import ToyModel
+
+    seen = []
+    original = ToyModel.training_step
+    monkeypatch.setattr(ToyModel, "training_step", lambda self, batch, step: seen.append(self.progress) or original(self, batch, step))
+    train(toy_config(trainer={"max_epochs": 2, "val_images": False}))  # 6 subjects, batch 2: 3 steps an epoch
+    assert seen == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6])
+    seen.clear()
+    monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)  # half a minute per epoch
+    train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
+    assert seen[:3] == pytest.approx([0, 1 / 300, 2 / 300])  # first epoch: its share by epochs
+    assert seen[3:6] == pytest.approx([0.25, 0.25 + 0.25 / 3, 0.25 + 0.5 / 3])  # then the last epoch's share of the minutes
+
+
+def test_one_backward_steps_several_optimisers():
+    import toy
+
+    cfg = toy_config(optim={"grad_clip": 1e-3}, tracking={"enabled": False})
+    model = toy.ToyModel()
+    trainer = Trainer(cfg, model, toy.ToyData())
+    trainer._prepare_model()
+    before = {n: [p.detach().clone() for p in getattr(model, n).parameters()] for n in ("G", "D")}
+    x = torch.randn(2, 1, 8, 8, 8)
+    loss = model.D(torch.cat([x, model.G(x)], 1)).abs().mean() * 100
+    model.optimizer_step(("G", "D"), loss)  # e.g. a segmenter and a domain classifier
+    for name in ("G", "D"):
+        net = getattr(model, name)
+        assert all(p.grad is not None for p in net.parameters()), name
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()]))
+        assert norm <= 1e-3 * (1 + 1e-4)  # each clipped on its own parameters
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], net.parameters())), name
+    with pytest.raises(TrainingError, match="unknown optimiser 'E'"):
+        model.optimizer_step(("G", "E"), loss)
+    plain = toy.ToyModel()  # without an engine: one backward, both stepped
+    plain.optimizer_step(("G", "D"), plain.D(torch.cat([x, plain.G(x)], 1)).abs().mean())
+    assert all(p.grad is not None for p in plain.G.parameters())
