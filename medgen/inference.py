@@ -51,7 +51,8 @@ def list_inputs(path: str | Path) -> list[Path]:
 
 
 def infer_path(model, data, path_or_volume) -> torch.Tensor:
-    """The model's output for one input volume, as a MetaTensor in the input's units and geometry.
+    """The model's output for one input volume, as a MetaTensor in the input's units and geometry
+    (a label map for ``model.output_kind == "label"``: nearest, int16).
 
     `path_or_volume`: a path for :func:`medgen.io.read`, or a volume it returned. ``model.infer``
     runs under ``torch.no_grad()`` (a model needing gradients inside enables them itself).
@@ -64,7 +65,14 @@ def infer_path(model, data, path_or_volume) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         out = model.infer(torch.as_tensor(x)[None].to(device))
-    return data.postprocess(out[0].detach().float().cpu(), state)
+    out = out[0].detach().float().cpu()
+    kind = getattr(model, "output_kind", "image")
+    if kind == "label":  # class indices: nearest onto the input's grid, integers, no intensity mapping
+        labels = data.postprocess(out, state, intensity=False, mode="nearest")
+        return labels.round().to(torch.int16)
+    if kind != "image":
+        raise ValueError(f"{type(model).__name__}.output_kind {kind!r} is not 'image' or 'label'")
+    return data.postprocess(out, state)
 
 
 def check_dicom_inputs(inputs: list[Path]) -> None:

@@ -19,6 +19,9 @@ Class attributes a model sets:
   FID (``<prefix>fid``) for every pair, at the final validation (``trainer.fid_during_training``);
 * ``constant_pairs`` — prefixes of ``metric_pairs`` whose images no weight changes (a baseline such
   as the low-dose input): the engine computes their metrics at the first validation and reuses them;
+* ``output_kind`` — what ``infer`` returns: ``"image"`` (intensities, mapped back to the input's
+  units and resampled linearly onto its grid) or ``"label"`` (class indices ``(B, 1, *spatial)``,
+  resampled nearest, no intensity mapping, written as integers);
 * ``value_range`` — the model-space intensity range, which fixes the metrics' ``data_range``;
 * ``best_metric`` — default metric for ``best.pt`` (``trainer.best_metric`` overrides it).
 
@@ -39,6 +42,7 @@ class GenerativeModel(nn.Module):
     data_module: ClassVar[type]
     metric_pairs: ClassVar[dict[str, tuple[str, str]]] = {"": ("prediction", "target")}
     constant_pairs: ClassVar[tuple[str, ...]] = ()
+    output_kind: ClassVar[str] = "image"
     value_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     best_metric: ClassVar[str] = "val/psnr"
     task: ClassVar[str] = ""  # set by @register_model

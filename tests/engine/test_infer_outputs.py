@@ -44,3 +44,34 @@ def test_map_names_tell_scans_with_the_same_file_name_apart(tmp_path):
     assert output_names(paths[:3]) == ["sub-001_t1", "sub-002_t1", "other"]
     assert output_names(paths) == ["d_sub-001_t1", "sub-002_t1", "other", "x_sub-001_t1"]
     assert output_names([paths[0]]) == ["t1"] and output_names([paths[2], paths[2]]) == ["other", "other_2"]
+
+
+def test_label_outputs_are_resampled_nearest_and_written_as_integers(tmp_path):
+    import torch
+
+    from medgen.data.modules import Volumes
+    from medgen.inference import infer_path
+    from medgen.io import read, write
+
+    class Thresholder(torch.nn.Module):  # a "segmenter": class 1 where the input is bright
+        output_kind = "label"
+        device = torch.device("cpu")
+
+        def infer(self, x):
+            return (x > 0).float()
+
+    scan = tmp_path / "s" / "t1.nii.gz"
+    scan.parent.mkdir()
+    data = np.zeros((20, 18, 10), np.float32)
+    data[5:15, 4:12, 2:8] = 100.0
+    nib.save(nib.Nifti1Image(data + np.random.default_rng(0).random(data.shape, dtype=np.float32),
+                             np.diag([1.0, 1.2, 2.5, 1.0])), scan)
+    module = Volumes(tmp_path, spacing=[2.0, 2.0, 2.0], patch_size=[8, 8, 8])  # resampled both ways
+    volume = read(scan)
+    labels = infer_path(Thresholder(), module, volume)
+    assert labels.dtype == torch.int16 and tuple(labels.shape[-3:]) == volume.shape[-3:]
+    assert set(torch.unique(labels).tolist()) <= {0, 1}  # no blends of classes
+    written = nib.load(write(tmp_path / "labels.nii.gz", labels, reference=volume))
+    assert np.issubdtype(written.get_data_dtype(), np.integer)
+    inside = np.asarray(written.dataobj)[7:13, 6:10, 3:7]
+    assert inside.min() == 1
