@@ -39,26 +39,20 @@ Variants (constructor flags):
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import SlidingWindowInferer
 from torch import nn
-from tqdm.auto import tqdm
 
 from medgen.data.modules import PairedVolumes
 from medgen.errors import ConfigError
 from medgen.losses.adversarial import AdversarialLoss
-from medgen.models.base import GenerativeModel
+from medgen.models.paired import PairedTranslationModel
 from medgen.models.registry import register_model
-from medgen.models.tta import flip_ensemble
 from medgen.networks.noise_input import NoiseInput
 from medgen.networks.patch_discriminator import ConditionalPatchDiscriminator
 from medgen.networks.unet_generator import UNetGenerator
-from medgen.transforms.masks import foreground_box
-from medgen.transforms.spatial import window_count
 
 
 class CascadedGenerator(nn.Module):
@@ -75,7 +69,7 @@ class CascadedGenerator(nn.Module):
 
 
 @register_model("pet-cgan")
-class PetCGAN(GenerativeModel):
+class PetCGAN(PairedTranslationModel):
     """Low-dose -> full-dose PET c-GAN (Wang et al. 2018).
 
     Args:
@@ -240,37 +234,6 @@ class PetCGAN(GenerativeModel):
                 f"{len(self._unet.channels)} levels (set data.patch_size or model.channels)"
             )
 
-    def _stage_step(
-        self, G: nn.Module, D: nn.Module | None, g_name: str, d_name: str, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One c-GAN update (D then G); returns G's estimate (with graph freed) and the losses."""
-        logs: dict[str, float] = {}
-        if self._warming_up:
-            D = None  # G alone on λ·L1
-        with self.autocast():
-            fake = G(x)
-        if D is not None:
-            with self.autocast():
-                # Halved as in pix2pix (Isola et al. 2017), which the paper's c-GAN follows: it
-                # slows D relative to G, whose adversarial term is small next to λ·L1.
-                d_loss = 0.5 * self.adv_loss.d_loss(D(x, y), D(x, fake.detach()))
-            self.optimizer_step(d_name, d_loss)
-            logs[f"{d_name.lower()}_loss"] = float(d_loss.detach())
-        with self.frozen(*([D] if D is not None else [])):
-            with self.autocast():
-                content = self._content_loss(fake.float(), y.float())
-                g_loss = self.lambda_l1 * content
-                if D is not None:
-                    g_adv = self.adv_loss.g_loss(D(x, fake))
-                    g_loss = g_loss + g_adv
-            self.optimizer_step(g_name, g_loss)
-        prefix = "g" if g_name == "G" else g_name.lower()
-        logs[f"{prefix}_{self.content_loss}"] = float(content.detach())
-        logs[f"{prefix}_loss"] = float(g_loss.detach())
-        if D is not None:
-            logs[f"{prefix}_adv"] = float(g_adv.detach())
-        return fake.detach(), logs
-
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         x, y = batch["source"], batch["target"]
         self._check_sides(x, "training patch")
@@ -280,72 +243,12 @@ class PetCGAN(GenerativeModel):
             logs.update(logs2)
         return logs
 
-    @property
-    def _warming_up(self) -> bool:
-        """In the L1 warm-up (``progress`` is the share spent when this epoch started)."""
-        return self.progress < self.l1_warmup
-
-    def may_be_best(self) -> bool:
-        # Only epochs that trained D are a c-GAN's; the warm-up's pure-L1 weights would
-        # otherwise win best.pt on PSNR.
-        return not self._warming_up
-
-    # --- inference ----------------------------------------------------------------------
+    # --- inference (SlidingWindowInference: body box, windows, flip ensemble) ------------
     def exported_network(self) -> nn.Module:
         return CascadedGenerator(self.G, self.G2) if self.G2 is not None else self.G
 
-    def _roi(self) -> tuple[int, ...]:
-        roi = tuple(self.roi_size) if self.roi_size is not None else (32,) * self.spatial_dims
-        if len(roi) != self.spatial_dims:
-            raise ConfigError(f"sliding-window ROI {roi} does not have {self.spatial_dims} dimensions")
-        div = self._unet.divisor
-        if any(r % div for r in roi):
-            raise ConfigError(f"data.patch_size {roi} must be multiples of {div} for model.channels")
-        return roi
-
-    @torch.no_grad()
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole volume (B, C, *spatial) in model space -> full-dose estimate, same shape.
-
-        Only the body's bounding box, grown by one window on every side, goes through the
-        network; outside it (air, a window or more from the body) the estimate is the input.
-        A whole-body scanner's field of view around a head is mostly air: a brain in a
-        344 x 344 x 127 field of view at 2 mm ran through a fifth of it, 4.3x faster.
-        """
-        box = foreground_box(x, self._roi())
-        if box is None:
-            return self._infer_windows(x)
-        index = (slice(None), slice(None)) + box
-        out = x.float().clone()
-        out[index] = self._infer_windows(x[index])
-        return out
-
-    def _infer_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """Sliding-window inference over all of ``x`` (and its flips, with ``flip_ensemble``)."""
-        inferer = SlidingWindowInferer(
-            roi_size=self._roi(),
-            sw_batch_size=self.sw_batch_size,
-            overlap=self.sw_overlap,
-            mode="gaussian",
-            padding_mode="replicate",
-        )
-        net = self.exported_network()
-        flips = self.flip_ensemble and not self.periodic_validation
-        passes = self.samples * (2 ** self.spatial_dims if flips else 1)
-        batches = math.ceil(window_count(x.shape[2:], inferer.roi_size, self.sw_overlap) / self.sw_batch_size)
-        bar = tqdm(total=passes * batches, desc="pet-cgan infer", unit="batch", leave=False,
-                   disable=not self.show_progress)
-
-        def counted(window: torch.Tensor) -> torch.Tensor:
-            out = net(window)
-            bar.update(1)
-            return out
-
-        def estimate(v: torch.Tensor) -> torch.Tensor:  # mean of the z draws (one without noise)
-            return sum(inferer(v, counted).float() for _ in range(self.samples)) / self.samples
-
-        with self.autocast(), bar:
-            return flip_ensemble(estimate, x, self.spatial_dims) if flips else estimate(x)
+    def window_divisor(self) -> int:
+        return self._unet.divisor
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         x = batch["source"]
