@@ -49,7 +49,7 @@ class TrainerConfig:
     # and always at the end; checkpoints at most every checkpoint_minutes and at the end. An
     # epoch interval set here (val_every / checkpoint_every) replaces the time rule.
     val_every: int | None = None  # epochs between validations; None = by overhead_share; 0 = never
-    overhead_share: float = 0.07  # share of the wall time all but training steps may take (val_every None)
+    overhead_share: float = 0.06  # share of the wall time all but training steps may take (val_every None)
     checkpoint_every: int | None = None  # epochs between last.pt/best.pt writes; None = by minutes
     checkpoint_minutes: float = 5.0  # minutes between checkpoint writes (checkpoint_every None)
     best_metric: str | None = None  # e.g. "val/psnr"; None = the model's default

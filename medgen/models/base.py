@@ -16,7 +16,8 @@ Class attributes a model sets:
 * ``data_module`` — the class (from :mod:`medgen.data`) that builds its datasets from ``data.root``;
 * ``metric_pairs`` — ``{prefix: (prediction_key, reference_key)}``; the engine computes PSNR, SSIM,
   MAE and NMSE for each pair, named ``val/<prefix>psnr`` etc. (prefix ``""`` for the main output);
-  FID (``<prefix>fid``) for every pair, at the final validation (``trainer.fid_during_training``);
+  FID (``val/fid``) for the main pair at the final validation (``trainer.fid_during_training``:
+  at every one; ``medgen evaluate`` reports FID for every pair);
 * ``constant_pairs`` — prefixes of ``metric_pairs`` whose images no weight changes (a baseline such
   as the low-dose input): the engine computes their metrics at the first validation and reuses them;
 * ``output_kind`` — what ``infer`` returns: ``"image"`` (intensities, mapped back to the input's
