@@ -200,8 +200,8 @@ def test_best_checkpoint_only_from_epochs_the_model_accepts(monkeypatch):
     from toy import ToyModel
 
     # A phased model (e.g. a c-GAN's L1 warm-up) refuses some epochs as best.pt: here all but
-    # the second (which started at progress 0.25), so best.pt must be epoch 2 whatever its PSNR.
-    monkeypatch.setattr(ToyModel, "may_be_best", lambda self: abs(self.progress - 0.25) < 1e-9)
+    # the second (model.epoch counts from 0), so best.pt must be epoch 2 whatever its PSNR.
+    monkeypatch.setattr(ToyModel, "may_be_best", lambda self: self.epoch == 1)
     run_id = train(toy_config(trainer={"max_epochs": 4, "val_images": False}))
     psnr = {m.step: m.value for m in client().get_metric_history(run_id, "val/psnr")}
     best = torch.load(checkpoint(run_id, "best.pt"), weights_only=True)

@@ -141,7 +141,7 @@ def test_flip_ensemble_at_inference_not_in_periodic_validation():
 
 
 def test_inference_progress_bar_counts_every_window_batch_of_every_flip(monkeypatch):
-    import medgen.models.pet_cgan as module
+    import medgen.models.paired as module  # the shared sliding-window inference
 
     bars = []
 
