@@ -5,14 +5,10 @@ from medgen import demo
 
 def test_demo_writes_phantoms_trains_and_logs_each_task(tmp_path, monkeypatch):
     # The real settings take minutes; the wiring (phantoms -> train -> MLflow) is what is tested.
-    tiny = {
-        "pet-cgan": {
-            "layout": "paired",
-            "data": {"patches_per_volume": 1, "batch_size": 2},
-            "model": {"channels": [8, 16], "d_channels": 8, "residual": True},
-            "trainer": {"max_epochs": 1, "fid_slices": 0, "val_images": False, "progress": False},
-        }
-    }
+    tiny = {"pet-cgan": {"layout": "paired", "minutes": 0.02,
+                         "set": ["data.patches_per_volume=1", "data.batch_size=2", "model.channels=[8,16]",
+                                 "model.d_channels=8", "trainer.fid_slices=0", "trainer.val_images=false",
+                                 "trainer.progress=false"]}}
     monkeypatch.setattr(demo, "DEMO_SETTINGS", tiny)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = demo.run_demo(tmp_path / "demo", subjects=3, size=32, tracking_uri=uri)
@@ -21,3 +17,4 @@ def test_demo_writes_phantoms_trains_and_logs_each_task(tmp_path, monkeypatch):
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(runs["pet-cgan"])
     assert run.info.status == "FINISHED"
     assert "val/psnr" in run.data.metrics and run.data.params["data.root"].endswith("paired")
+    assert run.data.params["model.content_loss"] == "mse"  # from configs/pet-cgan-cpu.yaml
