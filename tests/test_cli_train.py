@@ -129,10 +129,12 @@ def test_ui_serves_the_local_store_on_localhost(monkeypatch, tmp_path):
     started = {}
 
     class FakePopen:
+        pid = -1
+
         def __init__(self, cmd, env, **options):
             started.update(cmd=cmd, env=env, **options)
 
-        def wait(self):
+        def wait(self, timeout=None):
             return 0
 
         def poll(self):

@@ -79,8 +79,12 @@ def test_train_then_score_with_maps_dicom_and_a_bad_scan(trained, tmp_path):
     rows = _rows(out)
     assert [r["path"] for r in rows] == [str(normal), str(bad), str(lesion), str(dicom)]
     assert list(rows[0]) == ["path", "score", "flagged", "map", "overlay", "seconds", "error"]
-    assert rows[0]["map"] == str(maps / "sub-001_t1_anomaly.nii.gz") and rows[1]["map"] == ""
-    assert rows[2]["overlay"] == str(maps / "sub-002_t1_overlay.png")
+    # maps named after as much of the path as tells same-named scans apart: the DICOM series
+    # ph/dicom/<subject>/t1 shares its subject with one of the NIfTI scans
+    names = {src: (f"{src.parents[1].name}_" if src.parent.name == dicom.parent.name else "") + f"{src.parent.name}_t1"
+             for src in (normal, lesion)}
+    assert rows[0]["map"] == str(maps / f"{names[normal]}_anomaly.nii.gz") and rows[1]["map"] == ""
+    assert rows[2]["overlay"] == str(maps / f"{names[lesion]}_overlay.png")
     assert rows[1]["error"] and "broken.nii.gz" in rows[1]["error"] and rows[1]["score"] == ""
     for r in (rows[0], rows[2], rows[3]):
         assert r["error"] == ""
@@ -89,7 +93,7 @@ def test_train_then_score_with_maps_dicom_and_a_bad_scan(trained, tmp_path):
 
     # maps in each input's own geometry, overlays beside them
     for src in (normal, lesion):
-        name = f"{src.parent.name}_t1"
+        name = names[src]
         m = nib.load(maps / f"{name}_anomaly.nii.gz")
         ref = nib.load(src)
         assert m.shape == ref.shape
@@ -97,7 +101,7 @@ def test_train_then_score_with_maps_dicom_and_a_bad_scan(trained, tmp_path):
         assert np.isfinite(m.get_fdata()).all() and m.get_fdata().max() > 0
         assert (maps / f"{name}_overlay.png").stat().st_size > 0
     dicom_maps = sorted(p for p in maps.glob("*_anomaly.nii.gz") if p.name not in
-                        ("sub-001_t1_anomaly.nii.gz", "sub-002_t1_anomaly.nii.gz"))
+                        (f"{names[normal]}_anomaly.nii.gz", f"{names[lesion]}_anomaly.nii.gz"))
     assert len(dicom_maps) == 1
     vol = read(dicom)
     m = nib.load(dicom_maps[0])

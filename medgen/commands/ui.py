@@ -28,6 +28,7 @@ def command(port: int = 5000, uri: str | None = None) -> list[str]:
 def run(args) -> int:
     import os
     import signal
+    import time
 
     # no phone-home; no background job runners (a personal UI needs none)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -38,27 +39,32 @@ def run(args) -> int:
     # Ctrl-C, `kill` (SIGTERM), a closed terminal (SIGHUP) -- stops that whole group: a server
     # left running, orphaned, would keep answering on the port.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    stopping: list[float] = []  # when a stop was asked for
 
-    def stop(signum=None, frame=None):
+    def stop_group(sig=signal.SIGTERM) -> None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if signum is not None:
-            raise SystemExit(0)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    def on_signal(signum, frame) -> None:  # no waiting here: the loop below waits
+        stopping.append(time.monotonic())
+        stop_group()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop()
-        return 0
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                return 0 if stopping else code
+            except subprocess.TimeoutExpired:
+                if stopping and time.monotonic() - stopping[0] > 30:
+                    stop_group(signal.SIGKILL)  # a server that ignores SIGTERM
+            except KeyboardInterrupt:
+                on_signal(signal.SIGINT, None)
     finally:
         if proc.poll() is None:
-            stop()
+            stop_group(signal.SIGKILL)
+            proc.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
