@@ -24,6 +24,22 @@ def _suffix_in(path: Path, suffixes) -> bool:
     return path.name.lower().endswith(tuple(suffixes))
 
 
+def check_geometry(path, affine, source_format: str = "") -> None:
+    """InputError unless ``affine`` maps voxels to world mm invertibly: finite, with three
+    independent voxel axes (zero or NaN voxel sizes, a zero or collinear orientation, a
+    projection radiograph without slice geometry all fail here, not as a traceback later)."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise InputError(path, "no usable geometry: the voxel-to-world matrix holds NaN or infinite values")
+    m = a[:3, :3]
+    scale = float(np.abs(m).max())
+    if scale == 0 or abs(float(np.linalg.det(m))) <= 1e-9 * scale**3:
+        hint = (" (PixelSpacing or ImageOrientationPatient zero or missing: a projection radiograph has no "
+                "slice geometry; medgen reads cross-sectional volumes)" if source_format == "dicom"
+                else " (a zero voxel size or collinear axes in the header)")
+        raise InputError(path, f"no usable geometry: the voxel-to-world matrix is singular{hint}")
+
+
 def _load(path, series: str | None = None) -> RawVolume:
     """The volume as stored, from whichever reader the path calls for."""
     path = Path(path)
@@ -43,6 +59,7 @@ def _load(path, series: str | None = None) -> RawVolume:
         raise InputError(path, "not a DICOM file (no 'DICM' marker and pydicom cannot parse it)")
     else:
         raise InputError(path, "unknown volume format (expected .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd/.hdr, a DICOM file or a DICOM folder)")
+    check_geometry(path, raw.affine, raw.source_format)
     if raw.data.size == 0:
         raise InputError(path, "volume is empty (a dimension of size 0)")
     if not np.isfinite(raw.data).any():
@@ -222,6 +239,7 @@ def header_geometry(path, series: str | None = None) -> tuple[tuple[int, ...], n
     elif path.is_file() and _suffix_in(path, sitk_formats.SUFFIXES):
         found = sitk_formats.header_geometry(path)
     if found is not None:
+        check_geometry(path, found[1], found[2])
         return found
     raw = _load(path, series)
     return tuple(int(s) for s in raw.data.shape), raw.affine, raw.source_format

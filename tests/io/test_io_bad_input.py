@@ -134,7 +134,46 @@ def _rt_plan_folder(tmp_path):
     return folder, "none with image data"
 
 
-CASES = [_missing, _corrupt_nifti, _truncated_nifti, _garbage_nrrd, _truncated_mha, _nhdr_without_data, _mhd_without_data,
+def _nifti_header(tmp_path, name, edit):
+    """A NIfTI whose header lies about its geometry (``edit(header)``), written field by field."""
+    p = tmp_path / name
+    header = nib.Nifti1Header()
+    header.set_data_shape((6, 6, 6))
+    header.set_data_dtype(np.float32)
+    edit(header)
+    data = np.random.default_rng(0).random((6, 6, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, None, header=header), str(p))  # no affine: the header's fields stay
+    return p
+
+
+def _nan_sform(tmp_path):
+    def edit(h):
+        h["sform_code"] = 1
+        h["srow_x"], h["srow_y"], h["srow_z"] = [np.nan, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]
+    return _nifti_header(tmp_path, "nan_sform.nii.gz", edit), "no usable geometry"
+
+
+def _inf_pixdim(tmp_path):
+    def edit(h):
+        h["pixdim"][1:4] = [1.0, np.inf, 1.0]
+    return _nifti_header(tmp_path, "inf_pixdim.nii.gz", edit), "no usable geometry"
+
+
+def _singular_sform(tmp_path):
+    def edit(h):
+        h["sform_code"] = 1
+        h["srow_x"], h["srow_y"], h["srow_z"] = [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]  # collinear axes
+    return _nifti_header(tmp_path, "collinear.nii.gz", edit), "no usable geometry"
+
+
+def _projection_radiograph(tmp_path):
+    path = get_testdata_file("RG1_UNCI.dcm", download=False)  # pydicom-data: a CR with PixelSpacing 0\0
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    return path, "projection radiograph"
+
+
+CASES = [_nan_sform, _inf_pixdim, _singular_sform, _projection_radiograph, _missing, _corrupt_nifti, _truncated_nifti, _garbage_nrrd, _truncated_mha, _nhdr_without_data, _mhd_without_data,
          _hdr_without_img, _random_dcm, _rtplan, _truncated_dicom_pixels, _empty_folder, _folder_without_dicom,
          _nan_volume, _unknown_suffix, _four_d, _rt_plan_folder]
 DICOM_CASES = [_duplicate_positions, _missing_slice]
