@@ -66,7 +66,8 @@ class PhaseTimer:
         return self._clock() - self._start
 
     def spent(self, *names: str) -> float:
-        return sum(self.snapshot().get(n, 0.0) for n in names)
+        seconds = self.snapshot()
+        return sum(seconds.get(n, 0.0) for n in names)
 
     def shares(self) -> dict[str, float]:
         seconds = self.snapshot()
