@@ -58,6 +58,7 @@ CONFIG = REPO / "configs" / "pet-cgan-cpu.yaml"
 MNI_DIR = REPO.parent / "shared" / "data" / "mni152"
 MNI_GM = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
 MNI_WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
+MNI_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 DOSE_FRACTION = 0.25
 
 # What the L1-only ablation changes in the CPU config: no discriminator, and the paper's L1 with
@@ -130,8 +131,9 @@ def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
     return v.reshape(shape[0] // factor, factor, shape[1] // factor, factor, shape[2] // factor, factor).mean((1, 3, 5))
 
 
-def mni_template(grid_mm: int) -> dict[str, np.ndarray]:
-    """GM/WM/CSF fractions of MNI152 2009a on a `grid_mm` grid, cropped around the head."""
+def mni_template(grid_mm: int, with_t1: bool = False) -> dict[str, np.ndarray]:
+    """GM/WM/CSF fractions of MNI152 2009a on a `grid_mm` grid, cropped around the head (and
+    ``t1``: the template's T1 itself, for the eagan benchmark)."""
     import nibabel as nib
     from scipy import ndimage
 
@@ -144,6 +146,8 @@ def mni_template(grid_mm: int) -> dict[str, np.ndarray]:
     icv = ndimage.gaussian_filter(icv.astype(np.float32), 1.0)
     csf = np.clip(icv - gm - wm, 0, 1)
     maps = {k: _block_mean(v, grid_mm) for k, v in {"gm": gm, "wm": wm, "csf": csf}.items()}
+    if with_t1:
+        maps["t1"] = _block_mean(np.asarray(nib.load(MNI_DIR / MNI_T1).dataobj, dtype=np.float32), grid_mm)
     head = (maps["gm"] + maps["wm"] + maps["csf"]) > 0.05
     idx = np.argwhere(head)
     lo, hi = idx.min(0), idx.max(0) + 1
@@ -158,13 +162,14 @@ def mni_template(grid_mm: int) -> dict[str, np.ndarray]:
     return out
 
 
-def mni_anatomies(n: int, grid_mm: int, seed: int) -> list[tuple[str, dict, np.ndarray]]:
-    """`n` MNI-based subjects: random affine (±6 % scale, ±6°) + smooth deformation (~3 mm)."""
+def mni_anatomies(n: int, grid_mm: int, seed: int, with_t1: bool = False) -> list[tuple[str, dict, np.ndarray]]:
+    """`n` MNI-based subjects: random affine (±6 % scale, ±6°) + smooth deformation (~3 mm)
+    (``with_t1``: the template's T1 warped with them, key ``t1``)."""
     from scipy import ndimage
 
     from medgen.data.anatomy import smooth_noise
 
-    template = mni_template(grid_mm)
+    template = mni_template(grid_mm, with_t1)
     shape = template["gm"].shape
     affine = np.diag([grid_mm, grid_mm, grid_mm, 1.0]).astype(np.float64)
     affine[:3, 3] = -(np.array(shape) - 1) / 2.0 * grid_mm
@@ -188,6 +193,7 @@ def mni_anatomies(n: int, grid_mm: int, seed: int) -> list[tuple[str, dict, np.n
             coords[d] += amp * smooth_noise(rng, shape, scale_vox=20.0 / grid_mm)
         maps = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant").astype(np.float32)
                 for k, v in template.items()}
+        t1 = maps.pop("t1", None)
         total = maps["gm"] + maps["wm"] + maps["csf"]
         scale = np.maximum(total, 1.0)
         for k in maps:
@@ -200,6 +206,7 @@ def mni_anatomies(n: int, grid_mm: int, seed: int) -> list[tuple[str, dict, np.n
             "lesion_pet": np.ones(shape, np.float32),
             "texture": smooth_noise(rng, shape, scale_vox=4.0 / grid_mm).astype(np.float32),
             "affine": affine,
+            **({"t1": t1} if t1 is not None else {}),
         }
         head = ndimage.binary_fill_holes((maps["gm"] + maps["wm"] + maps["csf"]) > 0.5)
         out.append((f"mni-{i + 1:03d}", anatomy, head))

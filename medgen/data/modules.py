@@ -390,8 +390,11 @@ class PairedVolumes(_VolumeModule):
     which are known at inference, so outputs map back exactly to the source's units. Otherwise
     the target gets its own params under ``target_modality`` (default ``modality``) -- e.g.
     MR T1 -> T2 (each volume its own percentile window) or MR -> CT (``target_modality="ct"``);
-    outputs then map back with the CT window (exact HU) or, for MR targets, with the source's
-    window (MR units are arbitrary).
+    outputs then map back with the CT window (exact HU) or, for MR and PET targets, with the
+    *learned target window*: the median over the training subjects of their targets' windows
+    (for MR the 0.5th and 99.5th percentiles inside the head), fitted once and saved with the run
+    (``state_dict``). A synthetic T2 thus comes out in the units of a typical training T2; MR has
+    no absolute units, so that is the only scale a missing contrast can have.
 
     A subject whose source and target differ in shape or geometry (affine beyond 1e-3 mm) is an
     ``InputError`` naming the subject.
@@ -412,15 +415,56 @@ class PairedVolumes(_VolumeModule):
         if share_scaling is None:
             share_scaling = modality == "pet" and self.target_modality == "pet"
         self.share_scaling = bool(share_scaling)
+        self._target_windows: dict[str, tuple[float, float]] = {}  # training subject -> its target's window
+        self.target_window: tuple[float, float] | None = None  # fitted (or loaded with a run)
 
     def _discover(self) -> list[dict]:
         return discover_paired(self.root, [self.source_key, self.target_key])
+
+    @property
+    def learns_target_window(self) -> bool:
+        """Whether outputs map back with the training targets' window (an own-scaled MR or PET
+        target: units that are not fixed like HU and not shared with the input)."""
+        return not self.share_scaling and self.target_modality in ("mr", "pet")
+
+    def fitted_target_window(self) -> tuple[float, float] | None:
+        """The learned target window ``(low, high)``: loaded with a run, or the median over the
+        training subjects' targets (loading those not loaded yet); None where not learned."""
+        if not self.learns_target_window:
+            return None
+        if self.target_window is None:
+            train = self._split("train")
+            if any(i["subject"] not in self._target_windows for i in train):
+                dataset = self._volumes("train")
+                for index in range(len(dataset)):
+                    if train[index]["subject"] not in self._target_windows:
+                        dataset[index]
+            windows = [self._target_windows[i["subject"]] for i in train if i["subject"] in self._target_windows]
+            if not windows:
+                return None
+            low, high = np.median(np.asarray(windows, dtype=np.float64), axis=0)
+            self.target_window = (float(low), float(high))
+        return self.target_window
+
+    def state_dict(self) -> dict[str, Any]:
+        window = self.fitted_target_window()
+        return {"target_window": list(window)} if window is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        window = state.get("target_window")
+        if window is not None:
+            self.target_window = (float(window[0]), float(window[1]))
 
     def _grid_key(self) -> str:
         return self.source_key
 
     def _output_params(self, params: dict) -> dict:
-        return params if self.share_scaling else output_params(self.target_modality, params)
+        if self.share_scaling:
+            return params
+        window = self.fitted_target_window() if self.target_window is not None or self.splits else None
+        if window is not None:
+            return {"modality": self.target_modality, "low": window[0], "high": window[1], "clip": True}
+        return output_params(self.target_modality, params)  # CT: exact HU; a run saved without a window: the input's
 
     def _load(self, item: dict) -> dict:
         subject_dir = self.root / item["subject"]
@@ -441,6 +485,8 @@ class PairedVolumes(_VolumeModule):
             tgt_params = src_params
         else:
             tgt_params = intensity_params(tgt.as_tensor(), self.target_modality)  # its own foreground
+            if self.splits is not None and any(i["subject"] == item["subject"] for i in self.splits["train"]):
+                self._target_windows[item["subject"]] = (tgt_params["low"], tgt_params["high"])
         pads = self._pads(tuple(src.shape))
         return {
             "source": self._finish(apply_intensity(src.as_tensor(), src_params), pads, -1.0),

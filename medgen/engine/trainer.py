@@ -156,6 +156,7 @@ class Trainer:
         model._step_fn = self._optimizer_step
         model._autocast = self._autocast
         model.max_epochs = self.max_epochs
+        model.max_minutes = self.cfg.max_minutes
 
     def progress(self) -> float:
         """Share of the budget spent: epochs, or minutes under ``trainer.max_minutes``, whichever

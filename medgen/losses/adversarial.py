@@ -8,6 +8,10 @@
 
 ``d_loss(real, fake)`` is the discriminator's loss; ``g_loss(fake)`` the generator's.
 Both accept a tensor or a list of tensors (multi-scale / patch outputs are averaged).
+
+``smooth_labels=True`` (bce and lsgan) gives D noisy targets, as Ea-GAN's reference does: real
+~ U(0.7, 1.2), fake ~ U(0, 0.3), one draw per call. Only D's loss: smoothing keeps D from growing
+over-confident, while G's target stays 1.
 """
 
 from __future__ import annotations
@@ -24,20 +28,35 @@ def _as_list(x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [x] if torch.is_tensor(x) else list(x)
 
 
+SMOOTH_REAL = (0.7, 1.2)
+SMOOTH_FAKE = (0.0, 0.3)
+
+
 class AdversarialLoss:
-    def __init__(self, kind: str = "lsgan"):
+    def __init__(self, kind: str = "lsgan", smooth_labels: bool = False):
         if kind not in KINDS:
             raise ValueError(f"adversarial loss {kind!r} not one of {KINDS}")
+        if smooth_labels and kind not in ("bce", "lsgan"):
+            raise ValueError(f"label smoothing needs bce or lsgan targets, not {kind!r}")
         self.kind = kind
+        self.smooth_labels = smooth_labels
+
+    def _target(self, out: torch.Tensor, real: bool, for_generator: bool) -> torch.Tensor:
+        if self.smooth_labels and not for_generator:
+            low, high = SMOOTH_REAL if real else SMOOTH_FAKE
+            value = low + (high - low) * float(torch.rand(()))
+            if self.kind == "bce":
+                value = min(value, 1.0)  # a probability
+            return torch.full_like(out, value)
+        return torch.ones_like(out) if real else torch.zeros_like(out)
 
     def _term(self, out: torch.Tensor, real: bool, for_generator: bool = False) -> torch.Tensor:
         out = out.float()
         k = self.kind
         if k == "bce":
-            target = torch.ones_like(out) if real else torch.zeros_like(out)
-            return F.binary_cross_entropy_with_logits(out, target)
+            return F.binary_cross_entropy_with_logits(out, self._target(out, real, for_generator))
         if k == "lsgan":
-            return F.mse_loss(out, torch.ones_like(out) if real else torch.zeros_like(out))
+            return F.mse_loss(out, self._target(out, real, for_generator))
         if k == "wgan-gp":
             return -out.mean() if real else out.mean()
         # hinge

@@ -60,6 +60,9 @@ class GenerativeModel(nn.Module):
         # (within an epoch by its share of steps). Schedules that must finish within the run
         # (phases, ramps, Ganin's GRL coefficient) read it; on_epoch_start sees the epoch's start.
         self.progress = 0.0
+        # trainer.max_minutes (None: the budget is epochs): whether ``progress`` runs by the clock,
+        # for schedules the paper states in epochs (Ea-GAN's edge-weight ramp over 20 of 150).
+        self.max_minutes: float | None = None
         self.roi_size: tuple[int, ...] | None = None  # sliding-window ROI, set from data.patch_size
         # True while the engine validates between epochs: a model may skip costly test-time
         # extras then (e.g. a flip ensemble); `medgen evaluate`/`infer` always run the full path.

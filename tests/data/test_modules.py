@@ -62,6 +62,40 @@ def test_paired_mr_targets_get_their_own_window(demo):
     assert float((item["target"][0] - own.as_tensor()).abs().max()) < 0.05
 
 
+def test_mr_target_window_is_learned_from_the_training_targets_and_travels_with_the_run(tmp_path):
+    rng = np.random.default_rng(0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    scales = {"a": 100.0, "b": 300.0, "c": 500.0, "v": 10000.0}  # "v" is the validation subject
+    for subject, scale in scales.items():
+        head = np.zeros((16, 16, 16), np.float32)
+        head[3:13, 3:13, 3:13] = 1.0
+        _save(tmp_path / subject / "t1.nii.gz", head * (1 + rng.random(head.shape)), affine)
+        _save(tmp_path / subject / "t2.nii.gz", head * scale * (1 + rng.random(head.shape)), affine)
+    data = PairedVolumes(tmp_path, source_key="t1", target_key="t2", modality="mr", patch_size=(16, 16, 16),
+                         val_fraction=0.25, split_seed=0)
+    data.setup()
+    train = sorted(i["subject"] for i in data.splits["train"])
+    windows = []
+    for subject in train:
+        t2 = read(tmp_path / subject / "t2.nii.gz")
+        p = intensity_params(t2, "mr")
+        windows.append((p["low"], p["high"]))
+    expected = np.median(np.array(windows), axis=0)
+    state = data.state_dict()  # fits, loading the training targets it has not seen yet
+    assert "v" not in train and np.allclose(state["target_window"], expected, rtol=1e-5)
+    # a module restored from the run maps outputs back with that window, whatever the input's scale
+    restored = PairedVolumes(tmp_path / "elsewhere", source_key="t1", target_key="t2", modality="mr",
+                             patch_size=(16, 16, 16))
+    restored.load_state_dict(state)
+    x, st = restored.preprocess(read(tmp_path / "v" / "t1.nii.gz"))
+    assert (st["output_params"]["low"], st["output_params"]["high"]) == tuple(state["target_window"])
+    out = restored.postprocess(torch.zeros_like(x), st)  # model space 0: the window's middle
+    assert float(out.as_tensor().mean()) == pytest.approx(float(np.mean(expected)), rel=1e-4)
+    # shared (PET) scaling learns nothing: outputs keep the input's own units
+    pet = PairedVolumes(tmp_path, source_key="t1", target_key="t2", modality="pet", patch_size=(16, 16, 16))
+    assert pet.state_dict() == {}
+
+
 def test_preprocess_postprocess_roundtrip_native(demo):
     data = PairedVolumes(demo / "paired", patch_size=(32, 32, 32))  # 24^3 input is padded to 32^3
     low = read(demo / "paired" / "sub-001" / "low_dose.nii.gz")

@@ -11,6 +11,7 @@ from medgen.models.registry import available_tasks, get_model_class
 # task -> (model settings, batch keys, channels per key, patch side)
 TINY = {
     "pet-cgan": ({"channels": [4, 8], "d_channels": 4, "d_layers": 1}, ("source", "target"), 16),
+    "eagan": ({"channels": [4, 8], "d_channels": 4, "d_layers": 1, "dropout": 0.0}, ("source", "target"), 16),
     "anogan": ({"latent_dim": 8, "generator_channels": [8, 4], "discriminator_channels": [4, 8], "n_critic": 1},
                ("image",), 16),
 }
