@@ -18,6 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # data (the phantoms carry brain masks).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "pet-cgan": {"layout": "paired", "minutes": 1.5},
+    "eagan": {"layout": "paired", "minutes": 1.5},
     "anogan": {"layout": "paired", "minutes": 1.5, "set": ["data.mask_key=brain_mask"]},
 }
 

@@ -85,7 +85,7 @@ def test_mr_target_window_is_learned_from_the_training_targets_and_travels_with_
     assert "v" not in train and np.allclose(state["target_window"], expected, rtol=1e-5)
     # a module restored from the run maps outputs back with that window, whatever the input's scale
     restored = PairedVolumes(tmp_path / "elsewhere", source_key="t1", target_key="t2", modality="mr",
-                             patch_size=(16, 16, 16))
+                             patch_size=(16, 16, 16), spacing=data.spacing)  # as load_task builds it
     restored.load_state_dict(state)
     x, st = restored.preprocess(read(tmp_path / "v" / "t1.nii.gz"))
     assert (st["output_params"]["low"], st["output_params"]["high"]) == tuple(state["target_window"])
