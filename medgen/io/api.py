@@ -38,6 +38,11 @@ def check_geometry(path, affine, source_format: str = "") -> None:
                 "slice geometry; medgen reads cross-sectional volumes)" if source_format == "dicom"
                 else " (a zero voxel size or collinear axes in the header)")
         raise InputError(path, f"no usable geometry: the voxel-to-world matrix is singular{hint}")
+    sizes = np.linalg.norm(m, axis=0)
+    if (sizes < nifti.MIN_VOXEL_MM).any():
+        shown = " x ".join(f"{v:.3g}" for v in sizes)
+        raise InputError(path, f"no usable geometry: voxel size {shown} mm (a side under {nifti.MIN_VOXEL_MM:g} mm "
+                               "is an unset header field, not a voxel)")
 
 
 def _load(path, series: str | None = None) -> RawVolume:
@@ -175,19 +180,26 @@ def convert(path, output, series: str | None = None) -> Path:
     output = Path(output)
     if not _suffix_in(output, WRITE_SUFFIXES):
         raise InputError(output, "output must be a NIfTI file (.nii or .nii.gz)")
+    nifti.check_output_path(output)  # before reading: a big DICOM series takes a while
     raw = _load(path, series)
     return nifti.write_nifti(output, raw.data.astype(_storage_dtype(raw), copy=False), raw.affine)
 
 
 def _storage_dtype(raw: RawVolume) -> np.dtype:
+    """The on-disk integer type where every value fits it exactly, else float32. 64-bit integers
+    (which NIfTI readers commonly refuse) become the narrowest of int16/int32/uint32 that holds them."""
     dtype = np.dtype(raw.disk_dtype)
     if not np.issubdtype(dtype, np.integer) or not np.isfinite(raw.data).all():
         return np.dtype(np.float32)
-    info = np.iinfo(dtype)
     lo, hi = float(raw.data.min()), float(raw.data.max())
-    if lo < info.min or hi > info.max or not np.array_equal(np.round(raw.data), raw.data):
+    if not np.array_equal(np.round(raw.data), raw.data):
         return np.dtype(np.float32)
-    return dtype
+    candidates = [dtype] if dtype.itemsize < 8 else [np.dtype(t) for t in (np.int16, np.int32, np.uint32)]
+    for candidate in candidates:
+        info = np.iinfo(candidate)
+        if info.min <= lo and hi <= info.max:
+            return candidate
+    return np.dtype(np.float32)
 
 
 def describe(path, series: str | None = None) -> dict:

@@ -9,6 +9,8 @@ PET in its unit). Only modality and series description leave this module: no pat
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,6 +25,26 @@ from medgen.io.geometry import RawVolume, affine_from_lps
 
 SUFFIXES = (".dcm", ".dicom", ".ima")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _optional_int(value) -> int | None:
+    """A tag that only orders things (InstanceNumber): None when absent, zero or malformed."""
+    try:
+        return int(value) or None
+    except (TypeError, ValueError):
+        return None
+
+
+def _quietly(fn):
+    """Run a reader with pydicom's warnings silenced: its notes on invalid values (``Invalid value
+    for VR IS``) would precede medgen's own one-line verdict on the file."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _may_be_dicom_name(path: Path) -> bool:
@@ -71,6 +93,7 @@ class SeriesInfo:
     headers: list[Dataset] = field(default_factory=list)
 
 
+@_quietly
 def list_series(folder) -> list[SeriesInfo]:
     """Image series in a folder (recursively), grouped by SeriesInstanceUID; files without
     pixel data (RT plans, structure sets, reports) are skipped."""
@@ -105,6 +128,7 @@ def _describe_series(listing) -> str:
     return "; ".join(f"{s.uid} '{s.description}' ({len(s.files)} files)" for s in listing)
 
 
+@_quietly
 def read_dicom_folder(folder, series: str | None = None) -> RawVolume:
     """One series of a DICOM folder. Several series: refused unless ``series`` names one by
     SeriesInstanceUID or SeriesDescription."""
@@ -115,6 +139,7 @@ def read_dicom_folder(folder, series: str | None = None) -> RawVolume:
     return raw
 
 
+@_quietly
 def dicom_folder_geometry(folder, series: str | None = None) -> tuple[tuple[int, int, int], np.ndarray] | None:
     """(shape, RAS affine) as ``read_dicom_folder`` would give them, from the headers alone (no
     pixel data); None for a multi-frame series, whose geometry lives in its one file."""
@@ -141,7 +166,8 @@ def _choose_series(folder: Path, listing: list[SeriesInfo], series: str | None) 
 
 
 def _multi_frame(s: SeriesInfo) -> list[Dataset]:
-    return [h for h in s.headers if int(h.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in h]
+    return [h for h, p in zip(s.headers, s.files)
+            if _header_int(h, "NumberOfFrames", p, default=1) > 1 or "PerFrameFunctionalGroupsSequence" in h]
 
 
 def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
@@ -152,7 +178,7 @@ def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
         raise InputError(folder, f"series {s.uid} holds {len(s.files)} files of which {len(multi)} are multi-frame; expected one multi-frame file or single-frame slices")
     for h, p in zip(s.headers, s.files):
         _check_image(h, p)
-    shapes = {(int(h.Rows), int(h.Columns)) for h in s.headers}
+    shapes = {image_size(h, p)[:2] for h, p in zip(s.headers, s.files)}
     if len(shapes) > 1:
         raise InputError(folder, f"series {s.uid} mixes image sizes {sorted(shapes)}: not one volume")
     frames = [_frame_from_header(h, _file_loader(p)) for h, p in zip(s.headers, s.files)]
@@ -165,6 +191,7 @@ def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
 # single files
 
 
+@_quietly
 def read_dicom_file(path) -> RawVolume:
     """A single DICOM file: single-frame image -> (X, Y, 1); multi-frame/enhanced -> 3D."""
     path = Path(path)
@@ -176,8 +203,7 @@ def read_dicom_file(path) -> RawVolume:
         kind = ds.SOPClassUID.name if "SOPClassUID" in ds else "unknown object"
         raise InputError(path, f"DICOM file has no pixel data ({kind}): not an image")
     _check_image(ds, path)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, cols, n_frames = image_size(ds, path)
     pixels = _cached_pixels(ds, path, n_frames, rows, cols)
     if "PerFrameFunctionalGroupsSequence" in ds:
         frames = _enhanced_frames(ds, pixels, n_frames)
@@ -194,17 +220,73 @@ def _modality(ds: Dataset) -> str | None:
     return m or None
 
 
+# More voxels than any scan holds (4 G): a header claiming more is wrong, and must not be allocated.
+MAX_VOXELS = 1 << 32
+_VALID_BITS = (1, 8, 16, 32, 64)
+
+
+def _header_int(ds: Dataset, name: str, path: Path, default: int | None = None) -> int:
+    """A count from the header (Rows, Columns, NumberOfFrames...), or a one-line InputError."""
+    if name not in ds or ds.get(name) in (None, ""):
+        if default is None:
+            raise InputError(path, f"DICOM image without {name}: its size is unknown")
+        return default
+    try:
+        value = int(ds.get(name))
+    except (TypeError, ValueError) as e:
+        raise InputError(path, f"malformed DICOM element {name} ({short(e)})") from None
+    if value < 1:
+        raise InputError(path, f"DICOM element {name} is {value}: an image needs at least 1")
+    return value
+
+
+def image_size(ds: Dataset, path: Path) -> tuple[int, int, int]:
+    """``(rows, columns, frames)`` from the header, checked to be whole, positive and believable."""
+    rows, cols = _header_int(ds, "Rows", path), _header_int(ds, "Columns", path)
+    frames = _header_int(ds, "NumberOfFrames", path, default=1)
+    if rows * cols * frames > MAX_VOXELS:
+        raise InputError(path, f"header claims {rows} x {cols} x {frames} voxels, more than any scan: the header is wrong")
+    return rows, cols, frames
+
+
+def _check_pixel_length(ds: Dataset, path: Path) -> None:
+    """Uncompressed pixel data must fill exactly what the header says (Rows x Columns x frames x
+    BitsAllocated), checked *before* any decoding allocates: a doubled Rows would otherwise read
+    half garbage, and a NumberOfFrames of 10^9 would allocate for ever."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and getattr(ts, "is_compressed", False):
+        return  # encapsulated: the codec knows the frame sizes; image_size() bounds them
+    element = next((t for t in _PIXEL_TAGS if t in ds), None)
+    if element is None:
+        return
+    rows, cols, frames = image_size(ds, path)
+    samples = _header_int(ds, "SamplesPerPixel", path, default=1)
+    bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(element) or _header_int(ds, "BitsAllocated", path, default=16)
+    if bits not in _VALID_BITS:
+        raise InputError(path, f"BitsAllocated is {bits}: not a pixel size DICOM stores (1, 8, 16, 32 or 64)")
+    voxels = rows * cols * frames * samples
+    expected = (voxels + 7) // 8 if bits == 1 else voxels * bits // 8
+    actual = len(ds[element].value or b"")
+    # Trailing padding short of a whole frame is tolerated (pydicom's MR_small_padded.dcm); a
+    # frame or more beyond the header means the header undercounts (Rows or frames halved).
+    if not expected <= actual < expected + max(2, expected // frames):
+        raise InputError(path, f"pixel data holds {actual} bytes but the header ({rows} rows x {cols} columns x "
+                               f"{frames} frame(s) at {bits} bits) needs {expected}: the file is cut short or its header is wrong")
+
+
 def _check_image(ds: Dataset, path: Path) -> None:
+    image_size(ds, path)
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if "MOSAIC" in image_type:
         raise InputError(path, "is a Siemens mosaic (several slices tiled in one image), not supported: convert it with dcm2niix first")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if _header_int(ds, "SamplesPerPixel", path, default=1) != 1:
         raise InputError(path, f"is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}), not a greyscale volume")
 
 
 def _decode(ds: Dataset, path: Path) -> tuple[np.ndarray, bool]:
     """Raw stored pixels; when pydicom lacks the codec, SimpleITK (GDCM) decodes instead and
     has already applied the rescale (second value True)."""
+    _check_pixel_length(ds, path)  # an integrity failure is final: no fallback decoder for it
     try:
         return ds.pixel_array, False
     except Exception as e:
@@ -299,7 +381,7 @@ def _frame_from_header(ds: Dataset, load) -> _Frame:
         slope=slope,
         intercept=intercept,
         load=load,
-        instance=int(ds.get("InstanceNumber") or 0) or None,
+        instance=_optional_int(ds.get("InstanceNumber")),
     )
 
 
