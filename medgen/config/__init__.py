@@ -74,6 +74,10 @@ class TrackingConfig:
     run_name: str | None = None
     register_model: bool = True  # register the final generator under the task's name
     log_model: bool = True
+    # Paths in MLflow params (data.root, checkpoint_dir, the store's file) and the run's name:
+    # False logs them relative to the working folder, or as a hash outside it, since folder
+    # names at hospitals often carry patient names or IDs (medgen.tracking.paths).
+    log_paths: bool = False
 
 
 @dataclass

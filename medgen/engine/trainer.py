@@ -380,10 +380,11 @@ class Trainer:
     def _run_name(self) -> str:
         """``tracking.run_name``, else what the run is: task, data folder, date and time (MLflow's
         random names repeat, since the trainer seeds Python's RNG before it picks one)."""
+        from medgen.tracking.paths import loggable_folder_name
+
         if self.config.tracking.run_name:
             return self.config.tracking.run_name
-        root = self.config.data.get("root")
-        folder = Path(str(root)).resolve().name if root else ""
+        folder = loggable_folder_name(self.config.data.get("root"), self.config.tracking.log_paths)
         return " ".join(p for p in (self.config.task, folder, time.strftime("%Y-%m-%d %H:%M:%S")) if p)
 
     def _report_start(self, resumed: bool) -> None:
@@ -418,14 +419,15 @@ class Trainer:
 
     def _log_params(self) -> None:
         from medgen.tracking import git_commit
+        from medgen.tracking.paths import scrub_params
 
         params = self.config.flat()
         params["trainer.resume"] = None  # a resume path is not a property of the run
         params.update({"seed": self.cfg.seed, "git_commit": git_commit(), "world_size": self.dist.world_size})
         params["device"] = str(self.device)
-        if self.config.data.get("root"):  # as typed, and where that was
+        if self.config.data.get("root") and self.config.tracking.log_paths:  # as typed, and where that was
             params["data.root_resolved"] = str(Path(str(self.config.data["root"])).resolve())
-        self.tracker.log_params(params)
+        self.tracker.log_params(scrub_params(params, self.config.tracking.log_paths))
 
     def _loop(self) -> None:
         from tqdm.auto import tqdm
