@@ -57,6 +57,7 @@ def build_task(config: Config, setup: bool = False):
     patch = getattr(data, "patch_size", None)
     if patch is not None:
         model.roi_size = tuple(int(p) for p in patch)
+        model.check_patch(model.roi_size)
     return model, data
 
 

@@ -71,6 +71,11 @@ class GenerativeModel(nn.Module):
         # windows, ensembles) shows a progress bar over it.
         self.show_progress = False
 
+    def check_patch(self, patch_size: Sequence[int]) -> None:
+        """ConfigError if the networks cannot take training patches of ``patch_size`` (called
+        when the model is built, before any step: a depth that does not fit a patch would
+        otherwise fail at the first step that uses it, minutes into a run)."""
+
     def may_be_best(self) -> bool:
         """Whether the weights as they are now may become ``best.pt`` (checked at validation).
 

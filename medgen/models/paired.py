@@ -151,6 +151,18 @@ class PairedTranslationModel(SlidingWindowInference, GenerativeModel):
             logs[f"{prefix}_adv"] = float(g_adv.detach())
         return fake.detach(), logs
 
+    def check_patch(self, patch_size) -> None:
+        div = self.window_divisor()
+        if any(int(p) % div for p in patch_size):
+            raise ConfigError(f"data.patch_size {list(patch_size)} must be multiples of {div} for the generator's "
+                              f"model.channels (one halving per level)")
+        for name in ("D", "D2"):
+            d = getattr(self, name, None)
+            if d is not None and hasattr(d, "min_side") and min(int(p) for p in patch_size) < d.min_side():
+                raise ConfigError(f"data.patch_size {list(patch_size)} is too small for model.d_layers: the "
+                                  f"discriminator needs sides of at least {d.min_side()} (lower model.d_layers "
+                                  f"or enlarge the patches)")
+
     @property
     def _warming_up(self) -> bool:
         """In the content-only warm-up (``progress``: the share of the budget spent)."""

@@ -58,6 +58,23 @@ class ConditionalPatchDiscriminator(nn.Module):
             padding=(kernel_size - 1) // 2,
         )
 
+    def output_side(self, side: int) -> int:
+        """Side of the logits map for an input side ``side`` (< 1: the input is too small)."""
+        for m in self.net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                k, st, p = m.kernel_size[0], m.stride[0], m.padding[0]
+                side = (side + 2 * p - k) // st + 1
+                if side < 1:
+                    return side
+        return side
+
+    def min_side(self) -> int:
+        """The smallest input side this discriminator can judge."""
+        side = 1
+        while self.output_side(side) < 1:
+            side += 1
+        return side
+
     @staticmethod
     def pair(*tensors: torch.Tensor) -> torch.Tensor:
         return torch.cat(tensors, dim=1)

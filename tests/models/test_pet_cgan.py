@@ -382,3 +382,18 @@ def test_simulate_low_dose_pipeline_writes_the_paired_layout(tmp_path):
     assert abs(lo.mean() - f.mean()) < 0.1 * f.mean()  # same units and mean activity
     assert np.abs(lo - f).mean() > 0.05 * f.mean()  # but noisier
     assert pipeline.main([str(tmp_path / "missing"), str(tmp_path / "o2")]) == 2
+
+
+def test_a_discriminator_deeper_than_the_patch_is_refused_before_training(tiny_pet, tmp_path, monkeypatch, capsys):
+    from medgen.cli import main
+
+    with pytest.raises(ConfigError, match="at least 24"):
+        PetCGAN(channels=(4, 8), d_layers=3).check_patch((16, 16, 16))
+    PetCGAN(channels=(4, 8), d_layers=3).check_patch((24, 24, 24))  # fits
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        PetCGAN(channels=(4, 8, 16), d_layers=1).check_patch((20, 20, 20))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code = main(["train", "pet-cgan", "--config", str(CONFIG), f"data.root={tiny_pet}", "trainer.max_epochs=1",
+                 "model.channels=[4,8]", "model.d_layers=3", "data.patch_size=[16,16,16]"])
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if " INFO mlflow." not in ln]
+    assert code == 2 and len(lines) == 1 and "model.d_layers" in lines[0] and "[16, 16, 16]" in lines[0], lines
