@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +18,8 @@ def atomic_output(path, suffix: str = ".tmp") -> Iterator[Path]:
     the name need theirs, e.g. ``.tmp.nii.gz``). ``path``'s folder is created if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    _remove_stale(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -28,6 +31,37 @@ def atomic_output(path, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _owner() -> str:
+    """``host-pid`` of this process, in every temporary's name: a later writer can tell a
+    temporary of a process that died mid-write (a killed training run) from one being written."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_stale(path: Path, suffix: str) -> None:
+    """Delete temporaries for ``path`` left by dead processes of this host (another host's, on a
+    shared folder, may be alive: those are left alone)."""
+    host = socket.gethostname().replace(".", "_")
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(host)}-(\d+)\..*{re.escape(suffix)}$")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            entry.unlink(missing_ok=True)
 
 
 def _umask() -> int:

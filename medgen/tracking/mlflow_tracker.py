@@ -121,6 +121,25 @@ def _store_lock(uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+OWNER_TAG = "medgen.process"  # host:pid of the process that runs (or ran) the run
+
+
+def _owner() -> tuple[str, int]:
+    import socket
+
+    return socket.gethostname(), os.getpid()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class MLflowTracker(Tracker):
     """Logs one run to an MLflow tracking store.
 
@@ -161,14 +180,35 @@ class MLflowTracker(Tracker):
             return self._start(experiment, run_name, run_id)
 
     def _start(self, experiment: str, run_name: str | None, run_id: str | None) -> str:
+        experiment_id = self.experiment_id(experiment)
+        self._end_dead_runs(experiment_id, keep=run_id)
         if run_id is not None:
             self.client.get_run(run_id)  # raises if unknown in this store
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
-            return run_id
-        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name)
-        self.run_id = run.info.run_id
+        else:
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+        owner = _owner()
+        self.client.set_tag(self.run_id, OWNER_TAG, f"{owner[0]}:{owner[1]}")
         return self.run_id
+
+    def _end_dead_runs(self, experiment_id: str, keep: str | None) -> None:
+        """Mark KILLED the runs still RUNNING whose process (on this host) is gone: a run killed
+        mid-training would otherwise show as running for ever. Runs of other hosts, or without
+        the owner tag, are left as they are; a resume takes its own run over instead."""
+        host = _owner()[0]
+        try:
+            running = self.client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                              max_results=200)
+        except Exception:  # a store that cannot search: nothing to tidy, training goes on
+            return
+        for run in running:
+            tag = run.data.tags.get(OWNER_TAG, "")
+            run_host, _, pid = tag.rpartition(":")
+            if run.info.run_id == keep or run_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            self.client.set_tag(run.info.run_id, "medgen.ended", "its process was gone when a later run started")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def has_run(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException

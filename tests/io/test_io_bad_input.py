@@ -249,3 +249,24 @@ def test_atomic_output_follows_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_output_removes_temporaries_of_dead_processes_only(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from medgen.io.atomic import atomic_output
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    host = socket.gethostname().replace(".", "_")
+    dead = tmp_path / f".last.pt.{host}-{proc.pid}.x1y2.tmp"  # a run killed while saving
+    live = tmp_path / f".last.pt.{host}-{os.getppid()}.a1b2.tmp"  # being written right now
+    other_host = tmp_path / f".last.pt.elsewhere-{proc.pid}.c3d4.tmp"  # a shared folder's other machine
+    for p in (dead, live, other_host):
+        p.write_bytes(b"half")
+    with atomic_output(tmp_path / "last.pt") as tmp:
+        tmp.write_bytes(b"whole")
+    assert not dead.exists() and live.exists() and other_host.exists()
+    assert (tmp_path / "last.pt").read_bytes() == b"whole"

@@ -86,3 +86,32 @@ def test_experiments_are_marked_as_model_training(tmp_path):
     old = client.create_experiment("made-before")  # e.g. by an older medgen: tagged when next used
     tracker.start("made-before")
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_whose_process_died_is_marked_killed_by_the_next_start(tmp_path):
+    import socket
+
+    killed = MLflowTracker()
+    dead_id = killed.start("exp")  # then SIGKILL: no end() is ever called
+    client = MlflowClient(resolve_tracking_uri())
+    client.set_tag(dead_id, mlflow_tracker.OWNER_TAG, f"{socket.gethostname()}:{_dead_pid()}")
+    elsewhere = MLflowTracker().start("exp")  # running on another machine: not ours to judge
+    client.set_tag(elsewhere, mlflow_tracker.OWNER_TAG, f"other-host:{_dead_pid()}")
+    alive = MLflowTracker()
+    alive_id = alive.start("exp")  # this process: alive
+    new = MLflowTracker()
+    new.start("exp")
+    assert client.get_run(dead_id).info.status == "KILLED"
+    assert client.get_run(elsewhere).info.status == "RUNNING" and client.get_run(alive_id).info.status == "RUNNING"
+    # a resume takes its own run over, whatever its state
+    resumed = MLflowTracker()
+    assert resumed.start("exp", run_id=dead_id) == dead_id and client.get_run(dead_id).info.status == "RUNNING"
