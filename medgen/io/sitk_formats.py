@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,99 @@ def _check_data_file(path: Path) -> None:
         raise InputError(path, f"its data file {name} is missing")
 
 
+_MET_SIZES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+              "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
+    """``(fields, header length in bytes)`` of a MetaImage header (text up to ElementDataFile)."""
+    fields: dict[str, str] = {}
+    offset = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            offset += len(raw)
+            line = raw.decode("latin-1").strip()
+            if "=" in line:
+                key, value = (t.strip() for t in line.split("=", 1))
+                fields[key] = value
+                if key == "ElementDataFile":
+                    break
+            if offset > 1 << 16:  # no header is this long: binary data without ElementDataFile
+                break
+    return fields, offset
+
+
+def _numbers(path: Path, fields: dict[str, str], key: str, n: int, kind=float) -> list | None:
+    if key not in fields:
+        return None
+    try:
+        values = [kind(v) for v in fields[key].split()]
+    except ValueError:
+        raise InputError(path, f"MetaImage {key} = {fields[key]!r} is not {n} numbers") from None
+    if len(values) != n:
+        raise InputError(path, f"MetaImage {key} has {len(values)} values, expected {n} (NDims)")
+    return values
+
+
+def _check_metaimage(path: Path) -> None:
+    """What ITK would crash on (NDims 99 aborts the process) or read as garbage (compressed data
+    over raw bytes, truncated data read as zeros, NaN offsets read as 0), checked from the header."""
+    fields, header_len = _metaimage_fields(path)
+    try:
+        ndims = int(fields.get("NDims", ""))
+    except ValueError:
+        raise InputError(path, f"MetaImage header has no valid NDims ({fields.get('NDims', 'missing')!r})") from None
+    if not 2 <= ndims <= 4:
+        raise InputError(path, f"MetaImage NDims = {ndims}: medgen reads 2D to 4D images")
+    sizes = _numbers(path, fields, "DimSize", ndims, int)
+    if sizes is None or any(v < 1 for v in sizes):
+        raise InputError(path, f"MetaImage DimSize {fields.get('DimSize', 'missing')!r} is not {ndims} positive sizes")
+    for key in ("Offset", "Origin", "Position", "ElementSpacing", "ElementSize", "TransformMatrix"):
+        n = ndims * ndims if key == "TransformMatrix" else ndims
+        values = _numbers(path, fields, key, n)
+        if values is not None and not np.all(np.isfinite(values)):
+            raise InputError(path, f"no usable geometry: MetaImage {key} holds NaN or infinite values")
+        if values is not None and key in ("ElementSpacing", "ElementSize") and min(abs(v) for v in values) < 1e-4:
+            raise InputError(path, f"no usable geometry: MetaImage {key} {fields[key]} has a zero or tiny voxel side")
+    itemsize = _MET_SIZES.get(fields.get("ElementType", ""))
+    if itemsize is None:
+        raise InputError(path, f"MetaImage ElementType {fields.get('ElementType', 'missing')!r} is not a known voxel type")
+    channels = int(fields.get("ElementNumberOfChannels", "1") or 1)
+    expected = int(np.prod(sizes, dtype=np.int64)) * itemsize * channels
+    name = fields.get("ElementDataFile", "")
+    if name.upper() == "LOCAL":
+        data_file, start = path, header_len
+    elif name and not (name.upper().startswith("LIST") or "%" in name or " " in name):
+        data_file, start = (Path(name) if Path(name).is_absolute() else path.parent / name), 0
+    else:
+        return  # a list or pattern of slice files: ITK resolves it
+    if not data_file.is_file():
+        return  # reported by _check_data_file
+    available = data_file.stat().st_size - start
+    compressed = fields.get("CompressedData", "False").strip().lower() == "true"
+    if not compressed:
+        if available < expected:
+            raise InputError(path, f"image data is truncated: DimSize {sizes} needs {expected} bytes, the file holds {available}")
+        return
+    with open(data_file, "rb") as f:
+        f.seek(start)
+        pending = f.read()  # the compressed bytes; what they expand to is counted in 16 MB steps
+    stream, total = zlib.decompressobj(), 0
+    try:
+        while pending and total <= expected and not stream.eof:
+            total += len(stream.decompress(pending, 1 << 24))
+            pending = stream.unconsumed_tail
+    except zlib.error as e:
+        raise InputError(path, f"CompressedData = True but the data is not a valid zlib stream ({short(e)})") from None
+    if total != expected:
+        raise InputError(path, f"compressed image data decompresses to {total} bytes, DimSize {sizes} needs {expected}")
+
+
 def read_sitk(path: Path) -> RawVolume:
     path = Path(path)
     _check_data_file(path)
+    if path.suffix.lower() in (".mha", ".mhd"):
+        _check_metaimage(path)
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK warnings would add stderr lines
     try:
         with quiet_native_stderr():
@@ -94,6 +185,9 @@ def _affine(image) -> np.ndarray:
 def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
     """(size, voxel -> RAS mm affine of the first three axes, format) from the header alone."""
     path = Path(path)
+    if path.suffix.lower() in (".mha", ".mhd"):
+        _check_data_file(path)
+        _check_metaimage(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

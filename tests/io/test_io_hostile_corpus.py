@@ -214,3 +214,48 @@ def test_convert_to_an_impossible_output_is_one_line(where, tmp_path, capsys):
     assert main(["convert", str(src), str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and out.name in err and "Traceback" not in err, err
+
+
+# --- MetaImage headers that lie ------------------------------------------------------------------
+def _mha(tmp_path, name, header: dict, data: bytes):
+    p = tmp_path / f"{name}.mha"
+    fields = {"ObjectType": "Image", "NDims": "3", "DimSize": "8 8 8", "ElementType": "MET_SHORT",
+              "ElementSpacing": "1 1 1", "Offset": "0 0 0", "BinaryDataByteOrderMSB": "False", **header,
+              "ElementDataFile": "LOCAL"}
+    p.write_bytes("".join(f"{k} = {v}\n" for k, v in fields.items() if v is not None).encode() + data)
+    return p
+
+
+RAW = np.arange(512, dtype=np.int16).tobytes()
+MHA_CASES = {
+    "ndims_99": ({"NDims": "99"}, RAW, "NDims = 99"),
+    "dimsize_short": ({"DimSize": "8 8"}, RAW, "DimSize"),
+    "compressed_over_raw": ({"CompressedData": "True"}, RAW, "not a valid zlib stream"),
+    "compressed_truncated": ({"CompressedData": "True"}, __import__("zlib").compress(RAW)[:-40], "decompresses to"),
+    "raw_truncated": ({}, RAW[:600], "truncated"),
+    "offset_nan": ({"Offset": "nan 0 0"}, RAW, "no usable geometry"),
+    "spacing_zero": ({"ElementSpacing": "1 0 1"}, RAW, "no usable geometry"),
+    "element_type": ({"ElementType": "MET_WHATEVER"}, RAW, "ElementType"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MHA_CASES))
+def test_metaimage_header_lies_are_one_line(name, tmp_path, capsys):
+    header, data, problem = MHA_CASES[name]
+    path = _mha(tmp_path, name, header, data)
+    out = tmp_path / "out" / "o.nii.gz"
+    for argv in (["info", str(path)], ["convert", str(path), str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and path.name in err and problem in err, err
+    assert not out.exists()
+
+
+def test_a_sound_metaimage_still_reads(tmp_path):
+    from medgen.io import read
+
+    v = read(_mha(tmp_path, "fine", {}, RAW))
+    assert tuple(v.shape) == (8, 8, 8) and float(v.max()) == 511
+    packed = __import__("zlib").compress(RAW)
+    z = read(_mha(tmp_path, "fine_z", {"CompressedData": "True", "CompressedDataSize": str(len(packed))}, packed))
+    assert float(z.max()) == 511
