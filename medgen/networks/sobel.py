@@ -12,8 +12,11 @@ As the reference code (by-lab/Ea-GANs, ``sobelLayer``) defines it, for a batch i
    by 1 and a step gives the same response in both);
 4. take the L2 norm over the directions and squash it: ``tanh(|g|) * 2 - 1``, in [-1, 1).
 
-A step of height h across one axis therefore gives ``|g| = 4 h`` next to the step. MONAI's
-``SobelGradients`` normalises its kernels and reflect-pads, so its maps differ; it is not used.
+A step of height h across one axis therefore gives ``|g| = 4 h`` next to the step. Each kernel
+is separable, so the layer computes it as shifted differences and sums (the same numbers as the
+convolution, :meth:`SobelEdges.reference`, at a third of its CPU cost in a training step).
+MONAI's ``SobelGradients`` normalises its kernels and reflect-pads, so its maps differ; it is
+not used.
 """
 
 from __future__ import annotations
@@ -57,8 +60,35 @@ class SobelEdges(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != 1:
             raise ValueError(f"SobelEdges({self.spatial_dims}D) expects (B, 1, *spatial), got {tuple(x.shape)}")
+        padded = F.pad(x, (1, 1) * self.spatial_dims, mode="constant", value=PAD_VALUE)
+        axes = range(2, 2 + self.spatial_dims)
+        squared = 0
+        for axis in axes:  # each kernel is separable: a difference along `axis`, smoothing along the others
+            g = padded
+            for other in axes:
+                g = _difference(g, other) if other == axis else _smooth(g, other)
+            squared = squared + g * g
+        magnitude = torch.sqrt(squared / _SCALE[self.spatial_dims] ** 2 + 1e-12)
+        return torch.tanh(magnitude) * 2.0 - 1.0
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same map by one convolution with :func:`sobel_kernels` (the reference's way; 2-3x
+        slower on a CPU than the separable form, whose equality the tests check)."""
         conv = F.conv3d if self.spatial_dims == 3 else F.conv2d
         padded = F.pad(x, (1, 1) * self.spatial_dims, mode="constant", value=PAD_VALUE)
         grads = conv(padded, self.kernels.to(dtype=x.dtype)) / _SCALE[self.spatial_dims]
-        magnitude = torch.sqrt((grads * grads).sum(dim=1, keepdim=True) + 1e-12)
-        return torch.tanh(magnitude) * 2.0 - 1.0
+        return torch.tanh(torch.sqrt((grads * grads).sum(dim=1, keepdim=True) + 1e-12)) * 2.0 - 1.0
+
+
+def _shifted(x: torch.Tensor, axis: int, start: int) -> torch.Tensor:
+    return x.narrow(axis, start, x.shape[axis] - 2)
+
+
+def _difference(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x[i-1] - x[i+1]`` along ``axis`` (the kernel [1, 0, -1] correlated), one voxel shorter each side."""
+    return _shifted(x, axis, 0) - _shifted(x, axis, 2)
+
+
+def _smooth(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x[i-1] + 2 x[i] + x[i+1]`` along ``axis``."""
+    return _shifted(x, axis, 0) + 2 * _shifted(x, axis, 1) + _shifted(x, axis, 2)

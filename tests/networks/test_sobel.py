@@ -45,3 +45,15 @@ def test_a_constant_input_has_finite_gradients():
     x = torch.zeros((1, 1, 6, 6, 6), requires_grad=True)  # |g| = 0 inside: sqrt's gradient must stay finite
     SobelEdges(3)(x).sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_separable_form_equals_the_reference_convolution(dims):
+    torch.manual_seed(0)
+    x = (torch.rand((2, 1) + (9, 11, 7)[:dims]) * 2 - 1).requires_grad_(True)
+    sobel = SobelEdges(dims)
+    fast, slow = sobel(x), sobel.reference(x)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.sum(), x)
+    (g_slow,) = torch.autograd.grad(slow.sum(), x)
+    assert torch.allclose(g_fast, g_slow, atol=1e-4)
