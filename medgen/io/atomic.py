@@ -39,7 +39,8 @@ def _owner() -> str:
     return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a live process of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,7 +61,7 @@ def _remove_stale(path: Path, suffix: str) -> None:
         return
     for entry in entries:
         m = pattern.match(entry.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1))):
             entry.unlink(missing_ok=True)
 
 

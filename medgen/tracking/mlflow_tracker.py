@@ -130,16 +130,6 @@ def _owner() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class MLflowTracker(Tracker):
     """Logs one run to an MLflow tracking store.
 
@@ -196,6 +186,8 @@ class MLflowTracker(Tracker):
         """Mark KILLED the runs still RUNNING whose process (on this host) is gone: a run killed
         mid-training would otherwise show as running for ever. Runs of other hosts, or without
         the owner tag, are left as they are; a resume takes its own run over instead."""
+        from medgen.io.atomic import process_alive
+
         host = _owner()[0]
         try:
             running = self.client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
@@ -205,7 +197,7 @@ class MLflowTracker(Tracker):
         for run in running:
             tag = run.data.tags.get(OWNER_TAG, "")
             run_host, _, pid = tag.rpartition(":")
-            if run.info.run_id == keep or run_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+            if run.info.run_id == keep or run_host != host or not pid.isdigit() or process_alive(int(pid)):
                 continue
             self.client.set_tag(run.info.run_id, "medgen.ended", "its process was gone when a later run started")
             self.client.set_terminated(run.info.run_id, status="KILLED")
