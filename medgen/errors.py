@@ -15,7 +15,15 @@ class InputError(MedgenError):
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{printable(self.path)}: {problem}")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\n``, ``\x1b``): a file name holding a newline
+    or a terminal escape must not split the one-line message or recolour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class ConfigError(MedgenError):

@@ -68,7 +68,10 @@ def _load(path, series: str | None = None) -> RawVolume:
     if raw.data.size == 0:
         raise InputError(path, "volume is empty (a dimension of size 0)")
     if not np.isfinite(raw.data).any():
-        raise InputError(path, "volume holds no finite values (all NaN or infinite)")
+        if np.isinf(raw.data).any():
+            raise InputError(path, "values overflow 32-bit floats (beyond ±3.4e38, e.g. data near 1e300 or a huge "
+                                   "RescaleSlope): the stored values or their scaling are wrong")
+        raise InputError(path, "volume holds no finite values (all NaN)")
     return raw
 
 

@@ -259,3 +259,23 @@ def test_a_sound_metaimage_still_reads(tmp_path):
     packed = __import__("zlib").compress(RAW)
     z = read(_mha(tmp_path, "fine_z", {"CompressedData": "True", "CompressedDataSize": str(len(packed))}, packed))
     assert float(z.max()) == 511
+
+
+def _overflow(tmp_path):
+    p = tmp_path / "huge.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((6, 6, 6), 1e300), np.eye(4), dtype=np.float64), str(p))
+    return p, "overflow 32-bit floats"
+
+
+def _control_characters_in_the_name(tmp_path):
+    p = tmp_path / "evil\nname\x1b[31m.nii.gz"
+    p.write_bytes(b"not gzip at all")
+    return p, "\\n"
+
+
+@pytest.mark.parametrize("case", [_overflow, _control_characters_in_the_name], ids=lambda c: c.__name__.strip("_"))
+def test_messages_say_what_is_wrong_in_one_printable_line(case, tmp_path, capsys):
+    path, problem = case(tmp_path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and problem in err and "\x1b" not in err, err
