@@ -448,10 +448,18 @@ def score_paths(
                     save_overlay(overlay_path, volume, amap, threshold=threshold,
                                  title=f"{name}: score {score:.4g}" + (" (flagged)" if flagged else ""))
                     row.update(map=str(map_path), overlay=str(overlay_path))
-            except MedgenError as e:
-                row["error"] = str(e)
             except Exception as e:  # noqa: BLE001 - one bad scan must not stop the others
-                row["error"] = f"{str(path)}: {type(e).__name__}: {e}"
+                from medgen.io.errors_util import short
+
+                # A row has a score or an error, never both, and an error leaves no map behind.
+                for key in ("map", "overlay"):
+                    if row[key]:
+                        Path(row[key]).unlink(missing_ok=True)
+                if maps_dir is not None:
+                    for leftover in (Path(maps_dir) / f"{name}_anomaly.nii.gz", Path(maps_dir) / f"{name}_overlay.png"):
+                        leftover.unlink(missing_ok=True)
+                row.update(score="", flagged="", map="", overlay="")
+                row["error"] = str(e) if isinstance(e, MedgenError) else f"{path}: could not be scored ({short(e)})"
             row["seconds"] = f"{time.perf_counter() - t0:.3f}"
             rows.append(row)
             if writer is not None:

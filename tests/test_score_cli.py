@@ -131,3 +131,30 @@ def test_score_rejects_a_missing_run(tmp_path, capsys):
     rc = main(["score", "--run", str(tmp_path / "nope.pt"), str(tmp_path / "x.nii.gz")])
     assert rc == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_map(tmp_path, monkeypatch):
+    # e.g. a 1x1x64 volume: scored, then its overlay cannot be drawn. The row must carry the
+    # error alone (no score beside it), as a message, and no map file may stay in --maps.
+    import torch
+
+    from medgen import scoring, viz
+    from medgen.io import write
+
+    scan = tmp_path / "thin.nii.gz"
+    write(scan, np.ones((1, 1, 64), np.float32))
+    monkeypatch.setattr(scoring, "score_volume", lambda model, data, volume, mode, mask=None: (0.5, torch.zeros(volume.shape)))
+
+    def broken_overlay(*args, **kwargs):
+        raise ValueError("cannot draw a 1 x 1 slice")
+
+    monkeypatch.setattr(viz, "save_overlay", broken_overlay)
+
+    class Model:
+        thresholds = {"encoder": 1.0}
+
+    maps = tmp_path / "maps"
+    (row,) = scoring.score_paths(Model(), None, [scan], mode="encoder", maps_dir=maps)
+    assert row["score"] == "" and row["flagged"] == "" and row["map"] == "" and row["overlay"] == ""
+    assert row["error"] == f"{scan}: could not be scored (cannot draw a 1 x 1 slice)"
+    assert not any(maps.iterdir())
