@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -387,6 +387,7 @@ def score_paths(
     threshold: float | None = None,
     progress: bool = True,
     mask_name: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Score each scan; one result row per path (``CSV_COLUMNS``), errors kept per scan.
 
@@ -434,6 +435,10 @@ def score_paths(
             row["path"] = str(path)
             try:
                 volume = io.read(path)
+                if warn is not None and hasattr(data, "intensity_warning"):
+                    note = data.intensity_warning(volume.as_tensor())
+                    if note:
+                        warn(f"{path}: {note}")
                 mask = None
                 if mask_name:
                     mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5

@@ -60,7 +60,8 @@ def run(args) -> int:
     if mask_name and mask_name.lower() == "none":
         mask_name = None
     rows = score_paths(model, data, args.paths, args.out, args.maps, args.mode, threshold,
-                       progress=not args.no_progress, mask_name=mask_name)
+                       progress=not args.no_progress, mask_name=mask_name,
+                       warn=lambda line: print(f"medgen score: warning: {line}", file=sys.stderr))
     failed = [r for r in rows if r["error"]]
     n_flagged = sum(r["flagged"] == "true" for r in rows)
     print(f"scored {len(rows) - len(failed)}/{len(rows)} scans, {n_flagged} flagged -> {args.out}")

@@ -174,6 +174,24 @@ class _VolumeModule(DataModule):
         self.cache_workers = int(cache_workers)
         self.splits: dict[str, list[dict]] | None = None
         self._datasets: dict[str, Dataset] = {}
+        self._train_windows: dict[str, tuple[float, float]] = {}  # training subject -> window (raw units)
+
+    # --- intensity windows of the training subjects ----------------------------------------
+    def _record_window(self, subject: str, params: dict) -> None:
+        """Keep a training subject's intensity window (called as it is loaded)."""
+        if self.splits is not None and any(i["subject"] == subject for i in self.splits["train"]):
+            self._train_windows[subject] = (float(params["low"]), float(params["high"]))
+
+    def _training_windows(self) -> np.ndarray:
+        """``(n, 2)`` windows of the training subjects, loading those not loaded yet."""
+        train = self._split("train")
+        if any(i["subject"] not in self._train_windows for i in train):
+            dataset = self._volumes("train")
+            for index in range(len(dataset)):
+                if train[index]["subject"] not in self._train_windows:
+                    dataset[index]
+        return np.asarray([self._train_windows[i["subject"]] for i in train if i["subject"] in self._train_windows],
+                          dtype=np.float64).reshape(-1, 2)
 
     # --- discovery and split ---------------------------------------------------------------
     def _discover(self) -> list[dict]:
@@ -415,7 +433,6 @@ class PairedVolumes(_VolumeModule):
         if share_scaling is None:
             share_scaling = modality == "pet" and self.target_modality == "pet"
         self.share_scaling = bool(share_scaling)
-        self._target_windows: dict[str, tuple[float, float]] = {}  # training subject -> its target's window
         self.target_window: tuple[float, float] | None = None  # fitted (or loaded with a run)
 
     def _discover(self) -> list[dict]:
@@ -433,16 +450,10 @@ class PairedVolumes(_VolumeModule):
         if not self.learns_target_window:
             return None
         if self.target_window is None:
-            train = self._split("train")
-            if any(i["subject"] not in self._target_windows for i in train):
-                dataset = self._volumes("train")
-                for index in range(len(dataset)):
-                    if train[index]["subject"] not in self._target_windows:
-                        dataset[index]
-            windows = [self._target_windows[i["subject"]] for i in train if i["subject"] in self._target_windows]
-            if not windows:
+            windows = self._training_windows()
+            if not len(windows):
                 return None
-            low, high = np.median(np.asarray(windows, dtype=np.float64), axis=0)
+            low, high = np.median(windows, axis=0)
             self.target_window = (float(low), float(high))
         return self.target_window
 
@@ -485,8 +496,7 @@ class PairedVolumes(_VolumeModule):
             tgt_params = src_params
         else:
             tgt_params = intensity_params(tgt.as_tensor(), self.target_modality)  # its own foreground
-            if self.splits is not None and any(i["subject"] == item["subject"] for i in self.splits["train"]):
-                self._target_windows[item["subject"]] = (tgt_params["low"], tgt_params["high"])
+            self._record_window(item["subject"], tgt_params)
         pads = self._pads(tuple(src.shape))
         return {
             "source": self._finish(apply_intensity(src.as_tensor(), src_params), pads, -1.0),
@@ -550,6 +560,10 @@ class Volumes(_VolumeModule):
         self.key = key
         self.augment = bool(augment)
         self.mask_key, self.label_key = mask_key, label_key
+        # the training scans' lowest value and windows (lowest low, median and highest high): fitted,
+        # saved with the run, and what `medgen score` compares a new scan with (intensity_warning)
+        self.intensity_range: dict[str, float] | None = None
+        self._train_floors: dict[str, float] = {}  # subject -> lowest raw value (training subjects count)
 
     def _intensity_params(self, volume: torch.Tensor, mask, modality: str | None = None) -> dict:
         # Clip only the dark end: an anomaly brighter than every normal tissue (a FLAIR lesion)
@@ -568,8 +582,46 @@ class Volumes(_VolumeModule):
         mask = self._load_labels(item[key], image, item["subject"], key) > 0.5
         return self._finish(mask.float(), pads, 0.0) > 0.5
 
+    def state_dict(self) -> dict[str, Any]:
+        if self.intensity_range is None:
+            windows = self._training_windows()
+            if len(windows):
+                train = {i["subject"] for i in self._split("train")}
+                floor = min(v for k, v in self._train_floors.items() if k in train)
+                self.intensity_range = {"floor": floor, "low": float(windows[:, 0].min()),
+                                        "median_high": float(np.median(windows[:, 1])), "max_high": float(windows[:, 1].max())}
+        return {"intensity_range": dict(self.intensity_range)} if self.intensity_range is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("intensity_range") is not None:
+            self.intensity_range = {k: float(v) for k, v in state["intensity_range"].items()}
+
+    def intensity_warning(self, volume) -> str | None:
+        """A sentence when a raw scan's intensities are unlike every training scan's: a CT in HU
+        (air at -1000) scored by a model of MR scans (never below 0), or a contrast on another
+        scale. Scores only compare like with like. None when it fits or the run saved no range."""
+        r = self.intensity_range
+        if r is None or self.modality in ("ct", "none"):
+            return None
+        values = torch.as_tensor(volume).reshape(-1)[::7].float()  # a sample is enough for percentiles
+        values = values[torch.isfinite(values)]
+        if values.numel() == 0:
+            return None
+        floor = float(torch.quantile(values, 0.01))
+        params = self._intensity_params(torch.as_tensor(volume), None)
+        span = max(r["median_high"] - r["low"], 1e-6)
+        negative = floor < r["floor"] - 0.5 * span and floor < -100  # HU-like air below anything in training
+        scale = params["high"] > 10 * r["max_high"] or params["high"] < 0.1 * r["median_high"]
+        if not (negative or scale):
+            return None
+        return (f"intensities from {floor:.4g} (1st percentile) up to {params['high']:.4g} are unlike the training "
+                f"scans' ({r['floor']:.4g} at the lowest, typically {r['low']:.4g}..{r['median_high']:.4g}): a "
+                f"different modality or contrast? Its score is not comparable with theirs")
+
     def _load(self, item: dict) -> dict:
         v = self._load_volume(item[self.key])
+        self._record_window(item["subject"], v["params"])
+        self._train_floors[item["subject"]] = float(torch.nan_to_num(v["raw"].as_tensor(), nan=0.0).min())
         out = {
             "image": v["image"],
             "fg": v["fg"],

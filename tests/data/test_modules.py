@@ -357,3 +357,27 @@ def test_volumes_keep_hyperintense_anomalies_above_the_window(tmp_path):
     assert image.min() >= -1.0
     x, _ = data.preprocess(read(tmp_path / "s1" / "t1.nii.gz"))  # inference: the same mapping
     assert torch.allclose(x[0], image)
+
+
+def test_volumes_save_the_training_intensity_range_and_flag_a_ct_among_mr(tmp_path):
+    rng = np.random.default_rng(0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    for subject, scale in {"a": 400.0, "b": 600.0, "c": 800.0}.items():
+        head = np.zeros((16, 16, 16), np.float32)
+        head[3:13, 3:13, 3:13] = scale * (1 + rng.random((10, 10, 10)))
+        _save(tmp_path / subject / "t1.nii.gz", head, affine)
+    data = Volumes(tmp_path, key="t1", patch_size=(16, 16, 16), val_fraction=0.34)
+    data.setup()
+    state = data.state_dict()
+    r = state["intensity_range"]
+    assert r["floor"] == 0 and 0 <= r["low"] < r["median_high"] <= r["max_high"] < 1700
+    restored = Volumes(tmp_path / "elsewhere", key="t1", patch_size=(16, 16, 16))
+    restored.load_state_dict(state)
+    assert restored.intensity_warning(read(tmp_path / "a" / "t1.nii.gz").as_tensor()) is None
+    ct = np.full((16, 16, 16), -1000.0, np.float32)  # a head CT in HU: air, soft tissue, bone
+    ct[3:13, 3:13, 3:13] = rng.normal(40, 20, (10, 10, 10))
+    ct[6:9, 6:9, 6:9] = 1200
+    note = restored.intensity_warning(torch.from_numpy(ct))
+    assert note is not None and "different modality" in note
+    assert restored.intensity_warning(torch.from_numpy(head * 100)) is not None  # another scale
+    assert Volumes(tmp_path, key="t1", patch_size=(16, 16, 16)).intensity_warning(torch.from_numpy(ct)) is None  # no saved range
