@@ -37,11 +37,12 @@ def save_overlay(path, image, heatmap, threshold: float | None = None, title: st
     colormap = colormaps[cmap]
 
     if img.ndim == 3:
-        peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        panels = [(name, {"axial": peak[2], "coronal": peak[1], "sagittal": peak[0]}[name]) for name in PLANES]
+        centre = focus(heat, threshold)
+        panels = [(name, {"axial": centre[2], "coronal": centre[1], "sagittal": centre[0]}[name]) for name in PLANES]
     else:
         panels = [("image", None)]
     fig = new_figure(1, len(panels))
+    fig.set_facecolor("black")  # maps read best on black; white text on it
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, index) in zip(axes, panels):
         grey, aspect = plane(img, spacing, "axial" if name == "image" else name, index)
@@ -55,9 +56,38 @@ def save_overlay(path, image, heatmap, threshold: float | None = None, title: st
             ax.contour(hot, levels=[threshold], colors="cyan", linewidths=0.8)  # pixel centres, as imshow
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_facecolor("black")
+        left, right = SIDES["axial" if name == "image" else name]
+        for x, letter, align in ((0.02, left, "left"), (0.98, right, "right")):
+            ax.text(x, 0.5, letter, transform=ax.transAxes, ha=align, va="center", color="white", fontsize=9,
+                    fontweight="bold")
         if len(panels) > 1:
-            ax.set_title(name, fontsize=9)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=list(axes), shrink=0.8, label="anomaly")
+            ax.set_title(name, fontsize=9, color="white")
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=list(axes), shrink=0.8)
+    bar.set_label("anomaly", color="white")
+    bar.ax.tick_params(colors="white")
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=11, color="white")
     return save_png(fig, path)
+
+
+# What the screen's left and right edges are in each plane (medgen.viz._figure.plane: neurological
+# convention, the subject's right on screen right; sagittal: anterior on the right).
+SIDES = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
+
+
+def focus(heat: np.ndarray, threshold: float | None = None) -> tuple[int, int, int]:
+    """The voxel the three planes cross at: the centre of the largest region above ``threshold``
+    (a lesion, not a lone hot voxel), else the peak of the map smoothed over a voxel or so."""
+    from scipy import ndimage
+
+    if threshold is not None and (heat > threshold).any():
+        labels, n = ndimage.label(heat > threshold)
+        sizes = np.bincount(labels.ravel())[1:]
+        region = labels == int(np.argmax(sizes)) + 1
+        centre = ndimage.center_of_mass(region)
+        # the region's own voxel nearest its centre of mass (a curved region's centre may lie outside it)
+        idx = np.argwhere(region)
+        return tuple(int(v) for v in idx[np.argmin(((idx - np.asarray(centre)) ** 2).sum(1))])
+    smooth = ndimage.gaussian_filter(heat.astype(np.float32), 1.0)
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(smooth)), heat.shape))

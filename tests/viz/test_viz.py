@@ -66,6 +66,24 @@ def test_overlay_png(tmp_path):
         save_overlay(tmp_path / "bad.png", img, heat[:-1])
 
 
+def test_overlay_planes_cross_the_largest_flagged_region_not_a_lone_peak():
+    from medgen.viz.overlay import focus
+
+    heat = np.zeros((30, 30, 30), np.float32)
+    heat[3, 4, 5] = 10.0  # one hot voxel (noise at the skull, say)
+    heat[18:24, 12:16, 20:26] = 2.0  # the lesion: larger, less extreme
+    assert focus(heat, threshold=1.0) == (20, 13, 22)
+    assert focus(heat) != (3, 4, 5)  # without a threshold: the smoothed peak, which the lone voxel loses
+
+
+def test_overlay_has_side_letters_on_black(tmp_path):
+    img = _head()
+    heat = np.zeros_like(img)
+    heat[10:14, 10:14, 10:14] = 1.0
+    png = imread(save_overlay(tmp_path / "ov.png", img, heat, threshold=0.5))
+    assert (png[2, 2, :3] < 0.05).all()  # the corner is black, not white
+
+
 def test_curves_and_scatter(tmp_path):
     c = save_curves(tmp_path / "c.png", {"train/loss": [3, 2, 1], "val": ([0, 2], [2.5, 1.5])}, log_y=True)
     s = save_scatter(tmp_path / "s.png", np.random.rand(20, 2), labels=[0, 1] * 10)
