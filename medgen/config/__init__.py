@@ -61,6 +61,9 @@ class TrainerConfig:
     num_workers: int = 0
     resume: str | None = None  # checkpoint path to resume from (continues its MLflow run)
     checkpoint_dir: str = "checkpoints"
+    # Each checkpoint goes to the MLflow run's artifacts and to checkpoint_dir/<run>/ (the copy
+    # trainer.resume reads); False keeps only MLflow's, for big models on a small disk.
+    local_checkpoints: bool = True
     progress: bool = True
 
 

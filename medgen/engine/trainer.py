@@ -98,6 +98,9 @@ class Trainer:
         self.max_epochs = int(self.cfg.max_epochs)
         if self.max_epochs < 1:
             raise ConfigError("trainer.max_epochs must be at least 1")
+        if not self.cfg.local_checkpoints and not config.tracking.enabled:
+            raise ConfigError("trainer.local_checkpoints=false needs tracking.enabled=true: checkpoints would be "
+                              "written nowhere")
         self.best_metric = self.cfg.best_metric or getattr(model, "best_metric", "val/psnr")
         self.best_mode = self.cfg.best_mode or infer_mode(self.best_metric)
         if self.best_mode not in ("max", "min"):
@@ -290,8 +293,18 @@ class Trainer:
         return Path(self.cfg.checkpoint_dir) / str(self.run_id)
 
     def _save(self, name: str, state: dict[str, Any] | None = None) -> Path:
+        state = self.state() if state is None else state
+        if not self.cfg.local_checkpoints:  # MLflow's copy only: written to a scratch folder, logged, removed
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="medgen-ckpt-") as tmp:
+                with self.timer.phase("checkpoint"):
+                    path = save_checkpoint(Path(tmp) / name, state)
+                with self.timer.phase("logging"):
+                    self.tracker.log_artifact(path, "checkpoints")
+            return path
         with self.timer.phase("checkpoint"):
-            path = save_checkpoint(self._checkpoint_dir() / name, self.state() if state is None else state)
+            path = save_checkpoint(self._checkpoint_dir() / name, state)
         with self.timer.phase("logging"):
             self.tracker.log_artifact(path, "checkpoints")
         return path
@@ -413,8 +426,9 @@ class Trainer:
 
     def _report_end(self) -> None:
         if self.best_epoch is not None:
-            self.report(f"best.pt: epoch {self.best_epoch}, {self.best_metric} {self.best_value:.4g}, "
-                        f"{self._checkpoint_dir() / 'best.pt'} (and the MLflow run's checkpoints/)")
+            where = (f"{self._checkpoint_dir() / 'best.pt'} (and the MLflow run's checkpoints/)" if self.cfg.local_checkpoints
+                     else "in the MLflow run's checkpoints/ (trainer.local_checkpoints=false)")
+            self.report(f"best.pt: epoch {self.best_epoch}, {self.best_metric} {self.best_value:.4g}, {where}")
         self.report(self.time_report())
 
     def _log_params(self) -> None:

@@ -258,3 +258,16 @@ def test_one_backward_steps_several_optimisers():
     plain = toy.ToyModel()  # without an engine: one backward, both stepped
     plain.optimizer_step(("G", "D"), plain.D(torch.cat([x, plain.G(x)], 1)).abs().mean())
     assert all(p.grad is not None for p in plain.G.parameters())
+
+
+def test_local_checkpoints_false_keeps_mlflows_copy_only(tmp_path):
+    from pathlib import Path
+
+    run_id = train(toy_config(trainer={"max_epochs": 2, "val_images": False, "local_checkpoints": False}))
+    artifacts = {f.path for f in client().list_artifacts(run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/last.pt", "checkpoints/best.pt"}
+    assert not (Path("checkpoints") / run_id).exists()
+    model, _, _, ckpt = load_task(run_id, tracking_uri=resolve_tracking_uri(), device="cpu")  # from MLflow's copy
+    assert ckpt["epoch"] in (1, 2)
+    with pytest.raises(ConfigError, match="local_checkpoints"):
+        train(toy_config(trainer={"max_epochs": 1, "local_checkpoints": False}, tracking={"enabled": False}))
