@@ -356,8 +356,10 @@ def uses_noise(overrides) -> bool:
 
 
 def content_loss(overrides) -> str:
-    """The c-GAN's estimation-error term as the table names it (config default: L1)."""
-    return str(override_value(overrides, "model.content_loss", "l1")).upper()
+    """The c-GAN's estimation-error term as the table names it (default: the CPU config's)."""
+    from medgen.config import read_yaml
+
+    return str(override_value(overrides, "model.content_loss", read_yaml(CONFIG)["model"].get("content_loss", "l1"))).upper()
 
 
 def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes: float, workdir: Path,
