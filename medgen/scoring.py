@@ -273,15 +273,20 @@ def score_tensor(model, x: torch.Tensor, mask: torch.Tensor | None = None, mode:
 
 
 def score_volume(model, data, volume: torch.Tensor, mode: str = "encoder", progress: bool = False,
-                 mask: torch.Tensor | None = None):
+                 mask: torch.Tensor | None = None, warn: Callable[[str], None] | None = None):
     """Score one raw volume (``medgen.io.read`` output).
 
     ``mask``: an optional raw mask volume on the scan's grid (e.g. a brain mask read with
     ``medgen.io.read``); default: the foreground of the scan. Returns ``(score, map)``: the map
     is a MetaTensor in the input's geometry (write it with
-    ``medgen.io.write(path, map, reference=volume)``), in model-space residual units.
+    ``medgen.io.write(path, map, reference=volume)``), in model-space residual units. ``warn``
+    hears a scan unlike the training scans (``data.intensity_warning``).
     """
     x, state = data.preprocess(volume)
+    if warn is not None and hasattr(data, "intensity_warning"):
+        note = data.intensity_warning(volume.as_tensor() if hasattr(volume, "as_tensor") else volume, state["params"])
+        if note:
+            warn(note)
     model_mask = None if mask is None else mask_to_model_space(data, mask, state, x.shape[1:])
     score, amap, _ = score_tensor(model, x, model_mask, mode, progress=progress)
     return score, to_input_geometry(data, amap.cpu(), state, volume)
@@ -435,14 +440,11 @@ def score_paths(
             row["path"] = str(path)
             try:
                 volume = io.read(path)
-                if warn is not None and hasattr(data, "intensity_warning"):
-                    note = data.intensity_warning(volume.as_tensor())
-                    if note:
-                        warn(f"{path}: {note}")
                 mask = None
                 if mask_name:
                     mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5
-                score, amap = score_volume(model, data, volume, mode, mask=mask)
+                score, amap = score_volume(model, data, volume, mode, mask=mask,
+                                           warn=None if warn is None else (lambda note, p=path: warn(f"{p}: {note}")))
                 flagged = flag(score, threshold)
                 row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
                 if maps_dir is not None:

@@ -143,7 +143,7 @@ def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_ma
 
     scan = tmp_path / "thin.nii.gz"
     write(scan, np.ones((1, 1, 64), np.float32))
-    monkeypatch.setattr(scoring, "score_volume", lambda model, data, volume, mode, mask=None: (0.5, torch.zeros(volume.shape)))
+    monkeypatch.setattr(scoring, "score_volume", lambda model, data, volume, mode, mask=None, warn=None: (0.5, torch.zeros(volume.shape)))
 
     def broken_overlay(*args, **kwargs):
         raise ValueError("cannot draw a 1 x 1 slice")
@@ -158,3 +158,28 @@ def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_ma
     assert row["score"] == "" and row["flagged"] == "" and row["map"] == "" and row["overlay"] == ""
     assert row["error"] == f"{scan}: could not be scored (cannot draw a 1 x 1 slice)"
     assert not any(maps.iterdir())
+
+
+def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeypatch):
+    import torch
+
+    from medgen import scoring
+    from medgen.data.modules import Volumes
+    from medgen.io import write
+
+    ct = np.full((16, 16, 16), -1000.0, np.float32)  # a head CT in HU, scored by a model of MR scans
+    ct[3:13, 3:13, 3:13] = 40.0
+    ct[6:9, 6:9, 6:9] = 1200.0
+    scan = tmp_path / "ct.nii.gz"
+    write(scan, ct)
+    data = Volumes(tmp_path, key="t1", patch_size=(16, 16, 16), spacing=None)
+    data.load_state_dict({"intensity_range": {"floor": 0.0, "low": 20.0, "median_high": 900.0, "max_high": 1600.0}})
+    monkeypatch.setattr(scoring, "score_tensor", lambda model, x, mask, mode, progress=False: (0.5, torch.zeros_like(x), None))
+
+    class Model:
+        thresholds = {"encoder": 1.0}
+
+    heard = []
+    (row,) = scoring.score_paths(Model(), data, [scan], mode="encoder", progress=False, warn=heard.append)
+    assert row["error"] == "" and row["score"] == "0.5"
+    assert len(heard) == 1 and heard[0].startswith(f"{scan}: ") and "different modality" in heard[0]

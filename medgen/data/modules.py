@@ -596,10 +596,11 @@ class Volumes(_VolumeModule):
         if state.get("intensity_range") is not None:
             self.intensity_range = {k: float(v) for k, v in state["intensity_range"].items()}
 
-    def intensity_warning(self, volume) -> str | None:
+    def intensity_warning(self, volume, params: dict | None = None) -> str | None:
         """A sentence when a raw scan's intensities are unlike every training scan's: a CT in HU
         (air at -1000) scored by a model of MR scans (never below 0), or a contrast on another
-        scale. Scores only compare like with like. None when it fits or the run saved no range."""
+        scale. Scores only compare like with like. None when it fits or the run saved no range.
+        ``params``: the scan's window as ``preprocess`` found it (computed here when not given)."""
         r = self.intensity_range
         if r is None or self.modality in ("ct", "none"):
             return None
@@ -608,7 +609,8 @@ class Volumes(_VolumeModule):
         if values.numel() == 0:
             return None
         floor = float(torch.quantile(values, 0.01))
-        params = self._intensity_params(torch.as_tensor(volume), None)
+        if params is None:
+            params = self._intensity_params(torch.as_tensor(volume), None)
         span = max(r["median_high"] - r["low"], 1e-6)
         negative = floor < r["floor"] - 0.5 * span and floor < -100  # HU-like air below anything in training
         scale = params["high"] > 10 * r["max_high"] or params["high"] < 0.1 * r["median_high"]

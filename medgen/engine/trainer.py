@@ -293,20 +293,17 @@ class Trainer:
         return Path(self.cfg.checkpoint_dir) / str(self.run_id)
 
     def _save(self, name: str, state: dict[str, Any] | None = None) -> Path:
-        state = self.state() if state is None else state
-        if not self.cfg.local_checkpoints:  # MLflow's copy only: written to a scratch folder, logged, removed
-            import tempfile
+        import contextlib
+        import tempfile
 
-            with tempfile.TemporaryDirectory(prefix="medgen-ckpt-") as tmp:
-                with self.timer.phase("checkpoint"):
-                    path = save_checkpoint(Path(tmp) / name, state)
-                with self.timer.phase("logging"):
-                    self.tracker.log_artifact(path, "checkpoints")
-            return path
-        with self.timer.phase("checkpoint"):
-            path = save_checkpoint(self._checkpoint_dir() / name, state)
-        with self.timer.phase("logging"):
-            self.tracker.log_artifact(path, "checkpoints")
+        with contextlib.ExitStack() as scratch:
+            # trainer.local_checkpoints=false: MLflow's copy only, written to a scratch folder removed after logging
+            folder = (self._checkpoint_dir() if self.cfg.local_checkpoints
+                      else Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="medgen-ckpt-"))))
+            with self.timer.phase("checkpoint"):
+                path = save_checkpoint(folder / name, self.state() if state is None else state)
+            with self.timer.phase("logging"):
+                self.tracker.log_artifact(path, "checkpoints")
         return path
 
     def _keep_best(self) -> None:

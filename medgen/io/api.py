@@ -12,7 +12,8 @@ import numpy as np
 
 from medgen.errors import InputError
 from medgen.io import nifti, sitk_formats
-from medgen.io.geometry import RawVolume, axcodes, canonical_voxel_sizes, from_canonical, to_canonical, voxel_sizes
+from medgen.io.geometry import (MIN_VOXEL_MM, RawVolume, axcodes, canonical_voxel_sizes, from_canonical, to_canonical,
+                                voxel_sizes)
 
 if TYPE_CHECKING:  # torch and MONAI load slowly; `medgen info` and `convert` never need them
     from monai.data import MetaTensor
@@ -39,9 +40,9 @@ def check_geometry(path, affine, source_format: str = "") -> None:
                 else " (a zero voxel size or collinear axes in the header)")
         raise InputError(path, f"no usable geometry: the voxel-to-world matrix is singular{hint}")
     sizes = np.linalg.norm(m, axis=0)
-    if (sizes < nifti.MIN_VOXEL_MM).any():
+    if (sizes < MIN_VOXEL_MM).any():
         shown = " x ".join(f"{v:.3g}" for v in sizes)
-        raise InputError(path, f"no usable geometry: voxel size {shown} mm (a side under {nifti.MIN_VOXEL_MM:g} mm "
+        raise InputError(path, f"no usable geometry: voxel size {shown} mm (a side under {MIN_VOXEL_MM:g} mm "
                                "is an unset header field, not a voxel)")
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 
+# Smallest voxel side a header may state (mm): below it a "spacing" is an unset field, not a voxel.
+MIN_VOXEL_MM = 1e-4
+
 # ITK and DICOM use LPS world coordinates; NIfTI and MONAI use RAS. Flipping x and y maps one
 # onto the other: world_ras = LPS_TO_RAS @ world_lps (the matrix is its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -14,13 +14,11 @@ import numpy as np
 from medgen.errors import InputError
 from medgen.io.atomic import atomic_output
 from medgen.io.errors_util import short
-from medgen.io.geometry import RawVolume
+from medgen.io.geometry import MIN_VOXEL_MM, RawVolume
 
 SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img")
 
 
-# Smallest voxel side a header may state (mm): below it a "spacing" is an unset field, not a voxel.
-MIN_VOXEL_MM = 1e-4
 _CHUNK = 1 << 24
 
 

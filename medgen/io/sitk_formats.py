@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from medgen.errors import InputError
 from medgen.io.errors_util import quiet_native_stderr, short
-from medgen.io.geometry import RawVolume, affine_from_lps
+from medgen.io.geometry import MIN_VOXEL_MM, RawVolume, affine_from_lps
 
 SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -99,7 +99,7 @@ def _check_metaimage(path: Path) -> None:
         values = _numbers(path, fields, key, n)
         if values is not None and not np.all(np.isfinite(values)):
             raise InputError(path, f"no usable geometry: MetaImage {key} holds NaN or infinite values")
-        if values is not None and key in ("ElementSpacing", "ElementSize") and min(abs(v) for v in values) < 1e-4:
+        if values is not None and key in ("ElementSpacing", "ElementSize") and min(abs(v) for v in values) < MIN_VOXEL_MM:
             raise InputError(path, f"no usable geometry: MetaImage {key} {fields[key]} has a zero or tiny voxel side")
     itemsize = _MET_SIZES.get(fields.get("ElementType", ""))
     if itemsize is None:

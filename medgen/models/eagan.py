@@ -106,10 +106,7 @@ class EaGAN(PairedTranslationModel):
             raise ConfigError(f"model.edge_ramp_epochs must be >= 0, got {edge_ramp_epochs}")
         if lr <= 0:
             raise ConfigError(f"model.lr must be > 0, got {lr}")
-        if not 0 <= l1_warmup < 1:
-            raise ConfigError(f"model.l1_warmup must be in [0, 1), got {l1_warmup}")
-        if not 0 <= sw_overlap < 1:
-            raise ConfigError(f"model.sw_overlap must be in [0, 1), got {sw_overlap}")
+        self.check_shares(l1_warmup=l1_warmup, sw_overlap=sw_overlap)
         if not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
         self.spatial_dims = spatial_dims
@@ -149,11 +146,9 @@ class EaGAN(PairedTranslationModel):
         return (x, image)
 
     def extra_g_terms(self, x: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        weight = self.edge_weight
         if self.variant == "pix2pix":
             return {}
-        edge_l1 = F.l1_loss(self.edges(fake), self.edges(y).detach())
-        return {"edge_l1": weight * edge_l1}
+        return {"edge_l1": self.edge_weight * F.l1_loss(self.edges(fake), self.edges(y).detach())}
 
     # --- optimisers and steps -------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -161,12 +156,8 @@ class EaGAN(PairedTranslationModel):
                 "D": self.adam(self.D.parameters(), self.lr, self.betas)}
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
-        x, y = batch["source"], batch["target"]
-        div = self.G.divisor
-        if any(s % div for s in x.shape[2:]):
-            raise ConfigError(f"training patch sides {tuple(x.shape[2:])} must be multiples of {div} for a generator "
-                              f"with {len(self.G.channels)} levels (set data.patch_size or model.channels)")
-        _, logs = self._stage_step(self.G, self.D, "G", "D", x, y)
+        # patch sides were checked when the model was built (check_patch)
+        _, logs = self._stage_step(self.G, self.D, "G", "D", batch["source"], batch["target"])
         logs["edge_weight"] = self.edge_weight
         return logs
 

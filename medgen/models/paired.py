@@ -151,6 +151,13 @@ class PairedTranslationModel(SlidingWindowInference, GenerativeModel):
             logs[f"{prefix}_adv"] = float(g_adv.detach())
         return fake.detach(), logs
 
+    @staticmethod
+    def check_shares(**shares: float) -> None:
+        """ConfigError unless every named setting (``l1_warmup``, ``sw_overlap``) lies in [0, 1)."""
+        for name, value in shares.items():
+            if not 0 <= value < 1:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
+
     def check_patch(self, patch_size) -> None:
         div = self.window_divisor()
         if any(int(p) % div for p in patch_size):

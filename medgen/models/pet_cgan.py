@@ -148,8 +148,7 @@ class PetCGAN(PairedTranslationModel):
             raise ConfigError(f"model.lambda_l1 must be >= 0, got {lambda_l1}")
         if not adversarial and lambda_l1 == 0:
             raise ConfigError("model.adversarial=false needs model.lambda_l1 > 0 (nothing to train otherwise)")
-        if not 0 <= sw_overlap < 1:
-            raise ConfigError(f"model.sw_overlap must be in [0, 1), got {sw_overlap}")
+        self.check_shares(sw_overlap=sw_overlap, l1_warmup=l1_warmup)
         self.spatial_dims = spatial_dims
         self.adversarial = adversarial
         self.lambda_l1 = float(lambda_l1)
@@ -172,8 +171,6 @@ class PetCGAN(PairedTranslationModel):
         if content_loss not in losses:
             raise ConfigError(f"model.content_loss must be one of {', '.join(losses)}, got {content_loss!r}")
         self.content_loss, self._content_loss = content_loss, losses[content_loss]
-        if not 0 <= l1_warmup < 1:
-            raise ConfigError(f"model.l1_warmup must be in [0, 1), got {l1_warmup}")
         # The L1-only ablation is all warm-up: the setting has nothing to delay there (so the
         # config's value need not be overridden along with model.adversarial=false).
         self.l1_warmup = float(l1_warmup) if adversarial else 0.0
