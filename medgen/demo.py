@@ -20,6 +20,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "pet-cgan": {"layout": "paired", "minutes": 1.5},
     "eagan": {"layout": "paired", "minutes": 1.5},
     "anogan": {"layout": "paired", "minutes": 1.5, "set": ["data.mask_key=brain_mask"]},
+    "tybalt": {"layout": "expression", "minutes": 1.0},
 }
 
 

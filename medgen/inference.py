@@ -5,6 +5,7 @@
 * :func:`infer_to_folder` — the same for a file, a DICOM folder or a folder of volumes, writing
   ``OUT/<name>_<task>.nii.gz`` over the input's original on-disk geometry (``medgen infer``), and on
   request a DICOM series ``OUT/<name>_<task>_dicom/`` beside a DICOM input;
+* :func:`infer_table` — a table model on a table: ``OUT/<output>.tsv`` per output (``medgen infer``);
 * :func:`evaluate_folder` — the validation metrics on every subject of a folder laid out like
   the training data (``medgen evaluate``).
 """
@@ -75,6 +76,39 @@ def infer_path(model, data, path_or_volume) -> torch.Tensor:
     return data.postprocess(out, state)
 
 
+def infer_table(model, data, input_path: str | Path, output_dir: str | Path) -> list[Path]:
+    """A table model (``output_kind == "table"``) on a table file or its folder: every output
+    table of ``model.infer`` as ``OUT/<name>.tsv``, a row per input sample with its id. Outputs
+    with the input's columns (``table_outputs[name] == "input"``) go back to the input's units
+    through ``data.postprocess``; feature tables get columns ``z1, z2, ...``. Every table is
+    computed before the first is written, and each is written atomically."""
+    from medgen.data.expression_io import write_table
+
+    x, state = data.preprocess(input_path)  # bad input fails here, before anything is written
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "output exists and is not a folder")
+    model.eval()
+    with torch.no_grad():
+        outputs = model.infer(x.to(model.device))
+    tables = {}
+    for name, values in outputs.items():
+        kind = model.table_outputs.get(name)
+        if kind == "input":
+            tables[name] = data.postprocess(values, state)
+        elif kind == "features":
+            values = values.detach().float().cpu().numpy()
+            tables[name] = (state["sample_ids"], [f"z{j + 1}" for j in range(values.shape[1])], values)
+        else:
+            raise ValueError(f"{type(model).__name__}.table_outputs has no kind for output {name!r}")
+    given = Path(input_path).resolve()
+    for name in tables:
+        if (out_dir / f"{name}.tsv").resolve() == given:
+            raise InputError(out_dir / f"{name}.tsv", "is the input of this run; choose another --output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [write_table(out_dir / f"{name}.tsv", *table) for name, table in tables.items()]
+
+
 def check_dicom_inputs(inputs: list[Path]) -> None:
     """A DICOM output mirrors a DICOM series folder: any other input is an error."""
     for path in inputs:
@@ -143,7 +177,8 @@ def evaluation_data(config, data_dir: str | Path, state: dict | None = None):
 def evaluate_folder(model, config, data_dir: str | Path, fid_slices: int | None = None, progress: bool = True,
                     state: dict | None = None) -> dict[str, Any]:
     """Metrics of `model` on every subject under `data_dir`: ``{"n_volumes", "metrics"
-    (means, as ``val/*`` in training, without the prefix), "subjects" ({subject: metrics})}``.
+    (means, as ``val/*`` in training, without the prefix), "subjects" ({subject: metrics})}``
+    (a table model: ``{"n_samples", "metrics"}``, over all the table's samples at once).
     ``state``: the run's fitted data state (the checkpoint's ``data``)."""
     from monai.data import DataLoader
 
@@ -162,4 +197,7 @@ def evaluate_folder(model, config, data_dir: str | Path, fid_slices: int | None 
         progress=progress,
         desc="evaluate",
     )
-    return {"n_volumes": len(dataset), "metrics": metrics, "subjects": per_subject}
+    result = {"n_volumes": len(dataset), "metrics": metrics, "subjects": per_subject}
+    if getattr(model, "output_kind", "image") == "table":  # one item holds every sample
+        result = {"n_samples": int(dataset[0]["x"].shape[0]), "metrics": metrics}
+    return result

@@ -32,7 +32,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{config.task}: {result['n_volumes']} volumes in {args.data}")
+        what = f"{result['n_samples']} samples" if "n_samples" in result else f"{result['n_volumes']} volumes"
+        print(f"{config.task}: {what} in {args.data}")
         for name, value in sorted(result["metrics"].items()):
             print(f"  {name:<20} {value:.6g}")
     return 0

@@ -1,19 +1,22 @@
 """`medgen infer TASK --run RUN_OR_CKPT --input PATH --output DIR [--dicom]`: NIfTI outputs over the
-inputs (and DICOM series beside DICOM inputs)."""
+inputs (and DICOM series beside DICOM inputs); a table model's TSV tables (tybalt)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-HELP = "Apply a trained run to a volume, a DICOM folder or a folder of volumes (NIfTI out, input geometry)."
+HELP = ("Apply a trained run to a volume, a DICOM folder or a folder of volumes (NIfTI out, input geometry), "
+        "or a table model to an expression table (TSV out).")
 
 
 def add_arguments(parser) -> None:
     from medgen.commands.run_options import add_run_options
 
     parser.add_argument("task", help="the task the run trained")
-    parser.add_argument("--input", required=True, metavar="PATH", help="volume file, DICOM folder or folder of volumes")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for <name>_<task>.nii.gz outputs (never onto an input)")
+    parser.add_argument("--input", required=True, metavar="PATH",
+                        help="volume file, DICOM folder or folder of volumes (tybalt: an expression table or its folder)")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder for <name>_<task>.nii.gz outputs, never onto an input (tybalt: latent.tsv, reconstruction.tsv)")
     parser.add_argument("--dicom", action="store_true",
                         help="also write each output as a DICOM series (<name>_<task>_dicom/) mirroring its DICOM series input: "
                              "same patient, study and geometry, a new derived series")
@@ -23,14 +26,24 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from medgen.engine import load_task
     from medgen.errors import ConfigError
-    from medgen.inference import check_dicom_inputs, infer_to_folder, list_inputs
+    from medgen.inference import check_dicom_inputs, infer_table, infer_to_folder, list_inputs
 
-    inputs = list_inputs(args.input)  # bad input fails before the model is loaded
-    if args.dicom:
-        check_dicom_inputs(inputs)
+    from medgen.models.registry import get_model_class
+
+    table = get_model_class(args.task).output_kind == "table"
+    if table and args.dicom:
+        raise ConfigError(f"--dicom: {args.task} writes tables, not images")
+    if not table:
+        inputs = list_inputs(args.input)  # bad input fails before the model is loaded
+        if args.dicom:
+            check_dicom_inputs(inputs)
     model, data, config, ckpt = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != args.task:
         raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
+    if table:
+        for path in infer_table(model, data, args.input, args.output):
+            print(path)
+        return 0
     description = f"medgen {config.task} (run {ckpt.get('run_id') or Path(args.run).name})" if args.dicom else None
     for path in infer_to_folder(model, data, args.input, args.output, dicom_description=description):
         print(path)

@@ -6,7 +6,8 @@ the transposed table); optional ``DIR/labels.tsv`` (sample id, label) for the la
 
 Preprocessing is the paper's (after an optional ``log2(x + 1)`` for raw counts or TPM, which
 TCGA tables from UCSC Xena have already had): keep the ``n_genes`` genes with the largest median absolute
-deviation (robust to a single outlying sample, unlike the variance), then min-max scale every
+deviation (robust to a single outlying sample, unlike the variance; ``gene_selection="mean"``:
+the mean absolute deviation the reference code used), then min-max scale every
 gene to [0, 1] -- the VAE's sigmoid/BCE decoder needs inputs in [0, 1] and collapses otherwise.
 Both are fitted on the *training* samples only, so held-out samples never shape the model's
 inputs; they (and new samples at inference) get the same genes, selected by name, and the same
@@ -15,7 +16,8 @@ scaling, clipped to [0, 1]. The fitted genes and min/max are the module's ``stat
 Reading and writing the files: :mod:`medgen.data.expression_io`.
 
 Items: training yields one sample per item, ``{"x": (G,)}``; validation/test/all yield ONE item,
-the whole split ``{"x": (N, G), "subject": split name}``, because the VAE's metrics (latent kNN
+the whole split ``{"x": (N, G), "subject": split name}`` (with labels also ``"classes"``, the
+names of the label indices), because the VAE's metrics (latent kNN
 accuracy) are computed over a whole split at once. With labels, items also hold ``"label"``
 (int64; -1 = unknown).
 """
@@ -40,13 +42,24 @@ SPLITS = ("train", "val", "test", "all")
 _MAD_CHUNK = 1024  # genes per block when computing the MAD: bounds the temporary copies
 
 
-def top_mad(values: np.ndarray, n: int) -> np.ndarray:
-    """Column indices of the ``n`` columns of ``values`` (samples x genes) with the largest median
-    absolute deviation, in column order; ties go to the earlier column."""
+GENE_SELECTIONS = ("median", "mean")
+
+
+def top_mad(values: np.ndarray, n: int, center: str = "median") -> np.ndarray:
+    """Column indices of the ``n`` columns of ``values`` (samples x genes) with the largest
+    absolute deviation, in column order; ties go to the earlier column.
+
+    ``center="median"``: the median absolute deviation from the median (the paper's, robust to a
+    single outlying sample); ``"mean"``: the mean absolute deviation from the mean (pandas'
+    old ``.mad()``, what the reference code ran).
+    """
+    if center not in GENE_SELECTIONS:
+        raise ValueError(f"center must be one of {GENE_SELECTIONS}, got {center!r}")
+    stat = np.median if center == "median" else np.mean
     mad = np.empty(values.shape[1], dtype=np.float64)
     for start in range(0, values.shape[1], _MAD_CHUNK):
-        block = values[:, start:start + _MAD_CHUNK]
-        mad[start:start + _MAD_CHUNK] = np.median(np.abs(block - np.median(block, axis=0)), axis=0)
+        block = values[:, start:start + _MAD_CHUNK].astype(np.float64)
+        mad[start:start + _MAD_CHUNK] = stat(np.abs(block - stat(block, axis=0)), axis=0)
     return np.sort(np.argsort(-mad, kind="stable")[:n])
 
 
@@ -70,8 +83,8 @@ class _WholeSplit(Dataset):
     """The whole split as ONE item ``{"x": (N, G), "subject": name}`` (+ ``"label"`` (N,)); an
     empty split is an empty dataset."""
 
-    def __init__(self, name: str, split: dict):
-        self.name, self.x, self.label = name, split["x"], split["label"]
+    def __init__(self, name: str, split: dict, classes: Sequence[str] = ()):
+        self.name, self.x, self.label, self.classes = name, split["x"], split["label"], list(classes)
 
     def __len__(self) -> int:
         return 1 if self.x.shape[0] else 0
@@ -82,6 +95,7 @@ class _WholeSplit(Dataset):
         item = {"x": self.x, "subject": self.name}
         if self.label is not None:
             item["label"] = self.label
+            item["classes"] = self.classes  # label index -> name (for plots)
         return item
 
 
@@ -89,7 +103,9 @@ class ExpressionTable(DataModule):
     """A gene-expression table (Tybalt): see the module docstring for layout and preprocessing.
 
     ``root``: the folder holding ``expression.tsv[.gz]`` (+ optional ``labels.tsv``) or the table
-    file itself. ``n_genes``: genes kept by MAD (all, with a note, when the table has fewer).
+    file itself. ``n_genes``: genes kept by absolute deviation (all, with a note, when the table
+    has fewer); ``gene_selection``: ``"median"`` (median absolute deviation, the paper's) or
+    ``"mean"`` (mean absolute deviation, the reference code's; the two lists overlap by ~85 %).
     ``label_column``: the column of ``labels.tsv`` (default: its second column). Labels are
     strings; class indices follow the sorted class names (``classes``), -1 = unknown.
 
@@ -100,9 +116,12 @@ class ExpressionTable(DataModule):
 
     def __init__(self, root, genes_by_samples: bool = False, n_genes: int = 5000, val_fraction: float = 0.1,
                  test_fraction: float = 0.0, split_seed: int = 0, batch_size: int = 50,
-                 label_column: str | None = None, log_transform: bool = False):
+                 label_column: str | None = None, log_transform: bool = False, gene_selection: str = "median"):
         if int(n_genes) < 1:
             raise ConfigError(f"n_genes must be at least 1, got {n_genes}")
+        if gene_selection not in GENE_SELECTIONS:
+            raise ConfigError(f"gene_selection must be one of {', '.join(GENE_SELECTIONS)}, got {gene_selection!r}")
+        self.gene_selection = gene_selection
         self.root = Path(root)
         self.genes_by_samples = bool(genes_by_samples)
         self.n_genes = int(n_genes)
@@ -163,7 +182,7 @@ class ExpressionTable(DataModule):
         if len(genes) < self.n_genes:
             print(f"medgen: {where} has {len(genes)} genes, fewer than data.n_genes={self.n_genes}: keeping all",
                   file=sys.stderr)
-        keep = top_mad(train, self.n_genes)
+        keep = top_mad(train, self.n_genes, self.gene_selection)
         kept = train[:, keep]
         self.genes = [genes[j] for j in keep]
         self._min, self._max = kept.min(axis=0), kept.max(axis=0)
@@ -216,13 +235,13 @@ class ExpressionTable(DataModule):
         return _Samples(self._split("train"))
 
     def val_dataset(self) -> Dataset:
-        return _WholeSplit("val", self._split("val"))
+        return _WholeSplit("val", self._split("val"), self.classes)
 
     def test_dataset(self) -> Dataset:
-        return _WholeSplit("test", self._split("test"))
+        return _WholeSplit("test", self._split("test"), self.classes)
 
     def all_dataset(self) -> Dataset:
-        return _WholeSplit("all", self._split("all"))
+        return _WholeSplit("all", self._split("all"), self.classes)
 
     def state_dict(self) -> dict:
         """What inference needs without the training table: kept genes, their training min/max

@@ -84,7 +84,8 @@ def evaluate_volumes(
 
     fids: {prefix: :class:`medgen.metrics.FID`} to reuse across epochs (each caches the real
     volumes' features); default new ones with `fid_slices` slices per axis (0 = no FID).
-    grid_path: write a slice grid of the first volume's images there (rank 0's first volume).
+    grid_path: write a slice grid of the first volume's images there (rank 0's first volume); a
+    model without images draws there itself (``model.save_validation_figure``).
     per_volume(subject, metrics): called for every volume (e.g. per-subject JSON).
     phase(name): a context in which FID (``"fid"``) and the slice grid (``"images"``) run, for
     the engine's :class:`~medgen.engine.budget.PhaseTimer`.
@@ -149,16 +150,19 @@ def evaluate_volumes(
                 if per_volume is not None:
                     subject = batch.get("subject", [str(index)]) if isinstance(batch, dict) else [str(index)]
                     per_volume(str(subject[0] if isinstance(subject, (list, tuple)) else subject), metrics)
-                if index == 0 and grid_path is not None and images and dist.is_main:
-                    from medgen.viz import save_slice_grid
-
+                if index == 0 and grid_path is not None and dist.is_main:
                     with phase("images"):
-                        save_slice_grid(
-                            grid_path,
-                            {k: images[k][0, 0].detach().cpu() for k in grid_order(images, model.metric_pairs)},
-                            value_range=(lo, hi),
-                            title=grid_title,
-                        )
+                        if images:
+                            from medgen.viz import save_slice_grid
+
+                            save_slice_grid(
+                                grid_path,
+                                {k: images[k][0, 0].detach().cpu() for k in grid_order(images, model.metric_pairs)},
+                                value_range=(lo, hi),
+                                title=grid_title,
+                            )
+                        else:  # no images (a table model): the model draws its own figure
+                            model.save_validation_figure(out, batch, grid_path, grid_title)
         means = dist.reduce_means(sums, counts)
         if fids:
             with phase("fid"):

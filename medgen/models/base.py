@@ -21,8 +21,11 @@ Class attributes a model sets:
 * ``constant_pairs`` — prefixes of ``metric_pairs`` whose images no weight changes (a baseline such
   as the low-dose input): the engine computes their metrics at the first validation and reuses them;
 * ``output_kind`` — what ``infer`` returns: ``"image"`` (intensities, mapped back to the input's
-  units and resampled linearly onto its grid) or ``"label"`` (class indices ``(B, 1, *spatial)``,
-  resampled nearest, no intensity mapping, written as integers);
+  units and resampled linearly onto its grid), ``"label"`` (class indices ``(B, 1, *spatial)``,
+  resampled nearest, no intensity mapping, written as integers) or ``"table"`` (a dict of named
+  tables ``(N, columns)`` for N samples, written as ``<name>.tsv``; ``table_outputs`` says which
+  have the input's columns and go back to its units through the data module: ``"input"``, and
+  which are new features: ``"features"``);
 * ``value_range`` — the model-space intensity range, which fixes the metrics' ``data_range``;
 * ``best_metric`` — default metric for ``best.pt`` (``trainer.best_metric`` overrides it).
 
@@ -44,6 +47,7 @@ class GenerativeModel(nn.Module):
     metric_pairs: ClassVar[dict[str, tuple[str, str]]] = {"": ("prediction", "target")}
     constant_pairs: ClassVar[tuple[str, ...]] = ()
     output_kind: ClassVar[str] = "image"
+    table_outputs: ClassVar[dict[str, str]] = {}  # output_kind "table": name -> "input" | "features"
     value_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     best_metric: ClassVar[str] = "val/psnr"
     task: ClassVar[str] = ""  # set by @register_model
@@ -99,6 +103,10 @@ class GenerativeModel(nn.Module):
 
     def exported_network(self) -> nn.Module:
         raise NotImplementedError
+
+    def save_validation_figure(self, out: dict[str, Any], batch: dict[str, Any], path, title: str | None) -> None:
+        """Draw the first validation item's figure at ``path`` (PNG) when ``validation_step``
+        returned no images to grid (e.g. a VAE's latent map); nothing by default."""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for epoch-dependent weights (edge-loss ramp, KL warm-up, GRL schedule)."""

@@ -64,3 +64,47 @@ def save_scatter(path, points, labels=None, title: str | None = None,
     if title:
         ax.set_title(title)
     return save_png(fig, path)
+
+
+def save_latent_map(path, latent, labels=None, class_names=None, title: str | None = None,
+                    max_points: int = 1000, seed: int = 0) -> Path:
+    """PNG of a latent space (N, D) in two panels, PCA and t-SNE, coloured by ``labels``
+    (integers, -1 = unknown, named by ``class_names``). More than ``max_points`` samples are
+    subsampled (t-SNE's cost grows with N²; a map of 1000 points shows the structure)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    z = np.asarray(latent.detach().float().cpu() if hasattr(latent, "detach") else latent, dtype=float)
+    if z.ndim != 2:
+        raise ValueError(f"latent must be (N, D), got {z.shape}")
+    y = None if labels is None else np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(int)
+    if len(z) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(z), max_points, replace=False))
+        z, y = z[keep], (None if y is None else y[keep])
+    names = [str(n[0] if isinstance(n, (list, tuple)) else n) for n in (class_names or [])]
+    panels = {}
+    if min(z.shape) >= 2:
+        pca = PCA(n_components=2, random_state=seed).fit(z)
+        ratio = pca.explained_variance_ratio_
+        panels[f"PCA ({100 * ratio[0]:.0f} % + {100 * ratio[1]:.0f} % of variance)"] = pca.transform(z)
+    if len(z) >= 10:
+        perplexity = float(min(30.0, (len(z) - 1) / 3))
+        panels["t-SNE"] = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+    fig = new_figure(1, max(1, len(panels)), cell=4.0)
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
+    for ax, (name, pts) in zip(axes, panels.items()):
+        if y is None:
+            ax.scatter(pts[:, 0], pts[:, 1], s=6)
+        else:
+            for value in np.unique(y):
+                sel = y == value
+                label = "unknown" if value < 0 else (names[value] if value < len(names) else str(value))
+                ax.scatter(pts[sel, 0], pts[sel, 1], s=6, label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if y is not None and panels and len(np.unique(y)) <= 20:
+        axes[-1].legend(fontsize=7, markerscale=2, loc="best")
+    if title:
+        fig.suptitle(f"{title}: latent space ({z.shape[1]} dims, {len(z)} samples)", fontsize=10)
+    return save_png(fig, path)

@@ -17,8 +17,29 @@ TINY = {
 }
 
 
+# table models: task -> (model settings, features per sample)
+TINY_TABLES = {"tybalt": ({"latent_dim": 4}, 12)}
+
+
 def test_every_registered_model_has_tiny_settings():
-    assert set(available_tasks()) <= set(TINY)
+    assert set(available_tasks()) <= set(TINY) | set(TINY_TABLES)
+
+
+@pytest.mark.parametrize("task", sorted(TINY_TABLES))
+def test_one_training_step_of_a_table_model_changes_the_weights(task):
+    settings, features = TINY_TABLES[task]
+    cls = get_model_class(task)
+    assert cls.output_kind == "table" and not cls.metric_pairs
+    torch.manual_seed(0)
+    model = cls(in_features=features, **settings)
+    model.epoch = 1
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    logs = model.training_step({"x": torch.rand(6, features)}, 0)
+    assert logs and all(torch.isfinite(torch.tensor(float(v))) for v in logs.values()), logs
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items() if k in before)
+    model.eval()
+    out = model.infer(torch.rand(3, features))
+    assert set(out) == set(cls.table_outputs) and all(v.shape[0] == 3 and torch.isfinite(v).all() for v in out.values())
 
 
 @pytest.mark.parametrize("dims", [2, 3])
