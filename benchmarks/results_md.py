@@ -27,6 +27,14 @@ def write_section(task: str, text: str, path: Path = RESULTS) -> None:
     os.replace(tmp, path)
 
 
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error (ddof 1; 0 for a single value) of ``values``."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
 def machine(threads: int) -> str:
     """CPU model, cores, torch version and threads, e.g. for a results header."""
     import torch

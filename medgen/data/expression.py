@@ -4,8 +4,9 @@ Layout (DESIGN.md section 2): ``DIR/expression.tsv`` (or ``.tsv.gz``), tab-separ
 row, rows = samples, first column = sample id, one column per gene (``genes_by_samples=True``:
 the transposed table); optional ``DIR/labels.tsv`` (sample id, label) for the latent kNN accuracy.
 
-Preprocessing is the paper's (after an optional ``log2(x + 1)`` for raw counts or TPM, which
-TCGA tables from UCSC Xena have already had): keep the ``n_genes`` genes with the largest median absolute
+Preprocessing is the paper's (after ``log2(x + 1)`` for raw counts or TPM, which TCGA tables
+from UCSC Xena have already had; ``log_transform="auto"`` takes it when the training table looks
+like raw values: non-negative and reaching past 100): keep the ``n_genes`` genes with the largest median absolute
 deviation (robust to a single outlying sample, unlike the variance; ``gene_selection="mean"``:
 the mean absolute deviation the reference code used), then min-max scale every
 gene to [0, 1] -- the VAE's sigmoid/BCE decoder needs inputs in [0, 1] and collapses otherwise.
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medgen.data.expression_io import check_table, first_cell, read_expression, read_labels, some_names
+from medgen.data.expression_io import (check_table, first_cell, looks_unlogged, read_expression, read_labels,
+                                       some_names)
 from medgen.data.layouts import discover_expression
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
@@ -116,7 +118,7 @@ class ExpressionTable(DataModule):
 
     def __init__(self, root, genes_by_samples: bool = False, n_genes: int = 5000, val_fraction: float = 0.1,
                  test_fraction: float = 0.0, split_seed: int = 0, batch_size: int = 50,
-                 label_column: str | None = None, log_transform: bool = False, gene_selection: str = "median"):
+                 label_column: str | None = None, log_transform: bool | str = "auto", gene_selection: str = "median"):
         if int(n_genes) < 1:
             raise ConfigError(f"n_genes must be at least 1, got {n_genes}")
         if gene_selection not in GENE_SELECTIONS:
@@ -130,7 +132,9 @@ class ExpressionTable(DataModule):
         self.split_seed = int(split_seed)
         self.batch_size = int(batch_size)
         self.label_column = label_column
-        self.log_transform = bool(log_transform)
+        if log_transform not in (True, False, "auto"):
+            raise ConfigError(f"log_transform must be true, false or auto, got {log_transform!r}")
+        self.log_transform = log_transform  # "auto": decided on the training table at setup()
         self.genes: list[str] | None = None  # kept genes, in the table's column order (fitted or loaded)
         self._min: np.ndarray | None = None  # per kept gene, float32: training min and max
         self._max: np.ndarray | None = None
@@ -146,6 +150,11 @@ class ExpressionTable(DataModule):
         found = discover_expression(self.root, self.genes_by_samples)
         where = found["expression"]
         ids, genes, values = read_expression(where, self.genes_by_samples)
+        if self.log_transform == "auto":
+            self.log_transform = looks_unlogged(values)
+            if self.log_transform:
+                print(f"medgen: {where}: values reach {values.max():.4g}, raw counts or TPM: taking log2(x + 1) "
+                      f"(data.log_transform=false keeps them)", file=sys.stderr)
         values = self._log(where, ids, genes, values)
         labels = self._labels(found["labels"], ids)
         train, val, test = split_subjects(ids, self.val_fraction, self.test_fraction, self.split_seed)
@@ -244,11 +253,12 @@ class ExpressionTable(DataModule):
         return _WholeSplit("all", self._split("all"), self.classes)
 
     def state_dict(self) -> dict:
-        """What inference needs without the training table: kept genes, their training min/max
-        and the class names (plain types and tensors: loadable with ``weights_only=True``)."""
+        """What inference needs without the training table: kept genes, their training min/max,
+        whether values were logged first, and the class names (plain types and tensors: loadable with ``weights_only=True``)."""
         self._require_state()
         return {"genes": list(self.genes), "min": torch.from_numpy(self._min.copy()),
-                "max": torch.from_numpy(self._max.copy()), "classes": list(self.classes)}
+                "max": torch.from_numpy(self._max.copy()), "classes": list(self.classes),
+                "log_transform": bool(self.log_transform)}
 
     def load_state_dict(self, state: dict) -> None:
         genes = [str(g) for g in state["genes"]]
@@ -258,7 +268,13 @@ class ExpressionTable(DataModule):
             raise ValueError(f"expression state: {len(genes)} genes but min {lo.shape} and max {hi.shape}")
         self.genes, self._min, self._max = genes, lo, hi
         self.classes = [str(c) for c in state["classes"]]
+        if "log_transform" in state:  # the scaling was fitted on these values (older runs: the config's)
+            self.log_transform = bool(state["log_transform"])
         self._splits = None  # scaled with the previous state
+
+    def resolved_settings(self) -> dict:
+        """``log_transform: auto`` as what ``setup()`` decided, for the run's saved config."""
+        return {"log_transform": bool(self.log_transform)} if self.log_transform != "auto" else {}
 
     def model_settings(self) -> dict:
         self._require_state()

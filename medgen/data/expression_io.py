@@ -165,6 +165,13 @@ def write_table(path, sample_ids: Sequence[str], columns: Sequence[str], values)
     return path
 
 
+def looks_unlogged(values: np.ndarray) -> bool:
+    """Whether a table looks like raw counts or TPM rather than log values: non-negative and
+    reaching past 100 (log2 expression of any assay stays under ~25; counts and TPM reach
+    thousands). ``data.log_transform=auto`` takes log2(x + 1) of such tables."""
+    return bool(values.size) and float(values.min()) >= 0 and float(values.max()) > 100
+
+
 def describe_table(path, genes_by_samples: bool = False) -> dict:
     """What ``medgen info`` shows of an expression table (a file or its folder): its size, value
     range, labels, and hints where the table looks unlike what Tybalt expects."""
@@ -180,9 +187,9 @@ def describe_table(path, genes_by_samples: bool = False) -> dict:
         counts = pd.Series([n for n in names if n is not None], dtype=object).value_counts()
         facts["labels"] = {str(k): int(v) for k, v in sorted(counts.items())}
         facts["unlabelled"] = sum(n is None for n in names)
-    if facts["min"] >= 0 and facts["max"] > 100:
-        facts["hints"].append(f"values reach {facts['max']:.4g}: raw counts or TPM? data.log_transform=true "
-                              f"takes log2(x + 1) first")
+    if looks_unlogged(values):
+        facts["hints"].append(f"values reach {facts['max']:.4g}: raw counts or TPM? data.log_transform=auto (the "
+                              f"default) takes log2(x + 1) first; false keeps the values as they are")
     if len(ids) > len(genes):  # tables usually hold far more genes than samples
         facts["hints"].append(
             f"more samples ({len(ids)}) than genes ({len(genes)}): " + (

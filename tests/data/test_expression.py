@@ -36,7 +36,7 @@ def _text(path, text):
 
 
 def test_mad_selection_and_min_max_scaling(tmp_path):
-    data = ExpressionTable(_table(tmp_path), n_genes=3, val_fraction=0.0)
+    data = ExpressionTable(_table(tmp_path), n_genes=3, val_fraction=0.0, log_transform=False)
     data.setup()
     assert data.state_dict()["genes"] == ["tieA", "spread", "mid"]  # column order
     assert data.model_settings() == {"in_features": 3}
@@ -221,9 +221,19 @@ def test_log_transform_before_selection_and_back(tmp_path):
     ids = [f"s{i}" for i in range(6)]
     counts = np.array([[1000, 1], [1100, 7], [1000, 1], [1100, 7], [1000, 1], [1100, 7]], dtype=np.float32)
     folder = _table(tmp_path, ids, ["skewed", "fold"], counts)
-    raw = ExpressionTable(folder, n_genes=1, val_fraction=0.0)
+    raw = ExpressionTable(folder, n_genes=1, val_fraction=0.0, log_transform=False)
     logged = ExpressionTable(folder, n_genes=1, val_fraction=0.0, log_transform=True)
     assert raw.state_dict()["genes"] == ["skewed"] and logged.state_dict()["genes"] == ["fold"]
+    # auto: counts reaching past 100 are logged, and the decision goes into the run's config
+    auto = ExpressionTable(folder, n_genes=1, val_fraction=0.0)
+    assert auto.state_dict()["genes"] == ["fold"] and auto.resolved_settings() == {"log_transform": True}
+    logged_already = _table(tmp_path / "logged", ids, ["skewed", "fold"], np.log2(counts + 1))
+    auto = ExpressionTable(logged_already, n_genes=1, val_fraction=0.0)
+    assert auto.state_dict()["genes"] == ["fold"] and auto.resolved_settings() == {"log_transform": False}
+    # a model applied elsewhere logs (or not) as its training did: the state says which
+    applied = ExpressionTable(folder, n_genes=1, log_transform=False)
+    applied.load_state_dict(logged.state_dict())
+    assert applied.preprocess(folder)[0][:, 0].tolist() == [0, 1, 0, 1, 0, 1]
     x, state = logged.preprocess(folder)
     assert x[:, 0].tolist() == [0, 1, 0, 1, 0, 1]  # log2 2 = 1 and log2 8 = 3, scaled
     _, _, back = logged.postprocess(x, state)
