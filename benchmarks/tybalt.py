@@ -45,6 +45,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tybalt-cpu.yaml"
 FOLDS = 5
 K = 5  # the model's default knn_neighbors
+# Subtype separation of the synthetic table, set from the baseline alone, before any VAE run: at
+# the phantoms' 1.5 PCA and the VAE both reach 100 % and the table says nothing; at 0.7 PCA's CV
+# kNN is ~82 % on 200 samples.
+SEPARATION = 0.7
 
 
 def log(msg: str) -> None:
@@ -78,14 +82,20 @@ def tables(work: Path, quick: bool) -> dict[str, dict]:
     out = {}
     synth = work / "synthetic"
     n_samples, n_genes = (300, 1000) if quick else (1000, 5000)
-    write_expression(synth, make_expression(seed=11, n_samples=n_samples, n_genes=n_genes, n_programs=8, n_subtypes=6))
+    write_expression(synth, make_expression(seed=11, n_samples=n_samples, n_genes=n_genes, n_programs=8, n_subtypes=6,
+                                            separation=SEPARATION))
     out["synthetic"] = {"folder": synth, "facts": {
         "name": "synthetic", "samples": n_samples, "genes": n_genes, "classes": 6,
-        "source": "medgen.data.expression_synth (8 programs, 6 subtypes, seed 11)", "values": "log-normal"}}
+        "source": f"medgen.data.expression_synth (8 programs, 6 subtypes, separation {SEPARATION}, seed 11)",
+        "values": "log-normal (raw scale: data.log_transform=auto logs them)"}}
     if quick:
         return out
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import expression_datasets
+    try:
+        import expression_datasets
+    except ImportError as e:
+        log(f"no real tables: {e}")
+        return out
 
     for name in expression_datasets.DATASETS:
         folder = work / name

@@ -13,8 +13,11 @@ import numpy as np
 
 
 def make_expression(seed: int = 0, n_samples: int = 300, n_genes: int = 2000, n_programs: int = 6,
-                    n_subtypes: int = 4) -> dict:
-    """Returns ``{"expression" (samples x genes, float32 >= 0), "sample_ids", "genes", "labels"
+                    n_subtypes: int = 4, separation: float = 1.5) -> dict:
+    """``separation``: subtype mean activities are drawn from U(-separation, separation), against
+    a per-sample activity noise of 0.4 (smaller: subtypes overlap more).
+
+    Returns ``{"expression" (samples x genes, float32 >= 0), "sample_ids", "genes", "labels"
     (subtype names per sample), "activities" (samples x programs), "loadings" (programs x genes)}``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7001]))
     genes = [f"GENE{g + 1:05d}" for g in range(n_genes)]
@@ -25,7 +28,7 @@ def make_expression(seed: int = 0, n_samples: int = 300, n_genes: int = 2000, n_
     for p in range(n_programs):
         members = rng.choice(n_genes, size=max(1, int(0.08 * n_genes)), replace=False)
         loadings[p, members] = rng.gamma(2.0, 0.5, size=len(members))
-    subtype_means = rng.uniform(-1.5, 1.5, size=(n_subtypes, n_programs))
+    subtype_means = rng.uniform(-separation, separation, size=(n_subtypes, n_programs))
     label_idx = rng.integers(0, n_subtypes, n_samples)
     activities = subtype_means[label_idx] + 0.4 * rng.standard_normal((n_samples, n_programs))
 
