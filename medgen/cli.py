@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 
@@ -37,10 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NotesToStderr(logging.Handler):
+    """The library's notes (:mod:`medgen.notes`) as plain lines on whatever ``sys.stderr`` is when
+    one is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def _show_notes() -> None:
+    from medgen.notes import logger
+
+    if not any(isinstance(h, _NotesToStderr) for h in logger.handlers):
+        logger.addHandler(_NotesToStderr())
+
+
 def main(argv: list[str] | None = None) -> int:
     # No phone-home: medical users expect none, and there is no network here.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from medgen.errors import MedgenError
+
+    _show_notes()
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -157,3 +157,15 @@ def test_shared_chest_ct_and_mni152(shared_data, capsys):
         facts = json.loads(capsys.readouterr().out)
         assert facts["shape"] == [197, 233, 189] and facts["spacing"] == pytest.approx([1, 1, 1])
         assert facts["orientation"] == "RAS"
+
+
+def test_library_notes_reach_the_command_lines_stderr(tmp_path, capsys):
+    """Library code never prints: its notes go to the "medgen" logger, which the CLI shows."""
+    from medgen.data.expression_synth import make_expression, write_expression
+
+    write_expression(tmp_path / "t", make_expression(seed=0, n_samples=12, n_genes=20))
+    assert main(["train", "tybalt", f"data.root={tmp_path / 't'}", "trainer.max_epochs=1", "trainer.device=cpu",
+                 "trainer.progress=false", "tracking.enabled=false", "model.latent_dim=2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sum("medgen: " in line and "fewer than data.n_genes=5000: keeping all" in line for line in err) == 1
+    assert any(line.startswith("medgen: ") and "taking log2(x + 1)" in line for line in err)

@@ -25,7 +25,6 @@ accuracy) are computed over a whole split at once. With labels, items also hold 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +38,7 @@ from medgen.data.layouts import discover_expression
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
 from medgen.errors import ConfigError, InputError
+from medgen.notes import note
 
 SPLITS = ("train", "val", "test", "all")
 _MAD_CHUNK = 1024  # genes per block when computing the MAD: bounds the temporary copies
@@ -153,8 +153,8 @@ class ExpressionTable(DataModule):
         if self.log_transform == "auto":
             self.log_transform = looks_unlogged(values)
             if self.log_transform:
-                print(f"medgen: {where}: values reach {values.max():.4g}, raw counts or TPM: taking log2(x + 1) "
-                      f"(data.log_transform=false keeps them)", file=sys.stderr)
+                note(f"{where}: values reach {values.max():.4g}, raw counts or TPM: taking log2(x + 1) "
+                     f"(data.log_transform=false keeps them)")
         values = self._log(where, ids, genes, values)
         labels = self._labels(found["labels"], ids)
         train, val, test = split_subjects(ids, self.val_fraction, self.test_fraction, self.split_seed)
@@ -189,8 +189,7 @@ class ExpressionTable(DataModule):
     def _fit(self, where: Path, genes: list[str], train: np.ndarray) -> None:
         """Genes by MAD and their min/max, on the training samples (samples x genes) only."""
         if len(genes) < self.n_genes:
-            print(f"medgen: {where} has {len(genes)} genes, fewer than data.n_genes={self.n_genes}: keeping all",
-                  file=sys.stderr)
+            note(f"{where} has {len(genes)} genes, fewer than data.n_genes={self.n_genes}: keeping all")
         keep = top_mad(train, self.n_genes, self.gene_selection)
         kept = train[:, keep]
         self.genes = [genes[j] for j in keep]

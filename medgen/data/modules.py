@@ -22,7 +22,6 @@ slices (``read`` gives ``(X, Y, 1)``), handled as ``(1, X, Y)`` tensors.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +35,7 @@ from medgen.data.layouts import discover_paired, discover_volumes
 from medgen.data.module import DataModule
 from medgen.data.splits import split_subjects
 from medgen.errors import ConfigError, InputError, MedgenError
+from medgen.notes import note
 from medgen.transforms.intensity import MODALITIES, apply_intensity, intensity_params, invert_intensity, output_params
 from medgen.transforms.masks import foreground_mask
 from medgen.transforms.patches import RandomPatches, augmentation, flips
@@ -80,8 +80,8 @@ def median_spacing(paths: Sequence, spatial_dims: int = 3) -> tuple[float, ...]:
     off = sum(not np.allclose(row, median, rtol=SPACING_RTOL, atol=0) for row in sizes)
     if off:  # say so: a mixed folder is resampled, which a user may not expect
         shown = " x ".join(f"{v:.4g}" for v in median)
-        print(f"medgen: {off} of the {len(sizes)} training volumes are resampled to their median voxel size "
-              f"{shown} mm (data.spacing=auto)", file=sys.stderr)
+        note(f"{off} of the {len(sizes)} training volumes are resampled to their median voxel size "
+             f"{shown} mm (data.spacing=auto)")
     return tuple(float(v) for v in median)
 
 
@@ -262,10 +262,9 @@ class _VolumeModule(DataModule):
             per_volume += 8 * sum(v.numel() for k, v in first.items() if k.startswith("fg") and torch.is_tensor(v))
         need, free = per_volume * n, available_memory()
         if free is not None and need > 0.8 * free:
-            print(f"medgen: caching {n} volumes ({split} split) needs about {need / 2**30:.1f} GiB, more than the "
-                  f"{free / 2**30:.1f} GiB of memory available, so the run may be killed: use a coarser grid "
-                  f"(data.spacing=[2,2,2]), fewer subjects, or data.cache=false (slower: every patch reads its volume)",
-                  file=sys.stderr)
+            note(f"caching {n} volumes ({split} split) needs about {need / 2**30:.1f} GiB, more than the "
+                 f"{free / 2**30:.1f} GiB of memory available, so the run may be killed: use a coarser grid "
+                 f"(data.spacing=[2,2,2]), fewer subjects, or data.cache=false (slower: every patch reads its volume)")
 
     def _eval_keys(self) -> list[str]:
         raise NotImplementedError

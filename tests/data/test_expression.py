@@ -47,10 +47,10 @@ def test_mad_selection_and_min_max_scaling(tmp_path):
     assert data.sample_ids("all") == data.sample_ids("train") == IDS
 
 
-def test_fewer_genes_than_n_genes_keeps_all_and_constant_gene_is_zero(tmp_path, capsys):
+def test_fewer_genes_than_n_genes_keeps_all_and_constant_gene_is_zero(tmp_path, caplog):
     data = ExpressionTable(_table(tmp_path), n_genes=50, val_fraction=0.0)
     x = data.all_dataset()[0]["x"]
-    assert "6 genes, fewer than data.n_genes=50" in capsys.readouterr().err
+    assert "6 genes, fewer than data.n_genes=50" in caplog.text
     assert data.state_dict()["genes"] == GENES
     assert (x[:, GENES.index("flat")] == 0).all()
     assert x[:, GENES.index("outlier")].tolist() == [0, 0, 0, 0, 0, 1]

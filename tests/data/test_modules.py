@@ -186,7 +186,7 @@ def _pet_pair(folder, size: int, voxel_mm: float):
     _save(folder / "full_dose.nii.gz", low * 1.05, affine)
 
 
-def test_auto_spacing_is_the_training_median_and_mixed_folders_say_so(tmp_path, capsys):
+def test_auto_spacing_is_the_training_median_and_mixed_folders_say_so(tmp_path, caplog):
     for name, size, mm in (("a", 16, 2.0), ("b", 16, 2.0), ("c", 8, 4.0)):
         _pet_pair(tmp_path / name, size, mm)
     data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0, cache=False)
@@ -194,8 +194,7 @@ def test_auto_spacing_is_the_training_median_and_mixed_folders_say_so(tmp_path, 
     data.setup()
     assert data.spacing == (2.0, 2.0, 2.0)
     assert data.resolved_settings() == {"spacing": [2.0, 2.0, 2.0]}
-    err = capsys.readouterr().err
-    assert "1 of the 3 training volumes are resampled to their median voxel size 2 x 2 x 2 mm" in err
+    assert "1 of the 3 training volumes are resampled to their median voxel size 2 x 2 x 2 mm" in caplog.text
     by_subject = {item["subject"]: item for item in data._volumes("train")}
     assert by_subject["c"]["source"].shape == (1, 16, 16, 16)  # 4 mm resampled onto the 2 mm grid
     # a scan already at the training spacing is not interpolated: model space is its own voxels
@@ -233,13 +232,13 @@ def test_nan_outside_a_reconstruction_is_background(tmp_path):
     assert torch.isfinite(out).all() and torch.allclose(out[:, :, :3], torch.zeros(16, 16, 3))
 
 
-def test_auto_spacing_of_a_uniform_folder_keeps_native_grids_quietly(tmp_path, capsys):
+def test_auto_spacing_of_a_uniform_folder_keeps_native_grids_quietly(tmp_path, capsys, caplog):
     for name in ("a", "b"):
         _pet_pair(tmp_path / name, 16, 2.0)
     data = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.5, cache=False)
     item = data.val_dataset()[0]
     assert data.spacing == (2.0, 2.0, 2.0) and item["source"].shape == (1, 16, 16, 16)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == "" and caplog.text == ""
     native = PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.5, cache=False, spacing=None)
     native.setup()
     assert native.spacing is None and native.resolved_settings() == {}
@@ -261,7 +260,7 @@ def test_pet_pair_in_different_units_is_refused_naming_the_subject(tmp_path):
     assert len([item["subject"] for item in mr._volumes("train")]) == 2
 
 
-def test_caching_more_than_the_free_memory_is_announced(tmp_path, capsys, monkeypatch):
+def test_caching_more_than_the_free_memory_is_announced(tmp_path, caplog, monkeypatch):
     import medgen.data.modules as modules
 
     free = modules.available_memory()
@@ -272,10 +271,10 @@ def test_caching_more_than_the_free_memory_is_announced(tmp_path, capsys, monkey
     need = 3 * 21 * 16**3
     monkeypatch.setattr(modules, "available_memory", lambda: int(need / 0.8) + 1)
     PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0).train_dataset()
-    assert capsys.readouterr().err == ""
+    assert "caching" not in caplog.text
     monkeypatch.setattr(modules, "available_memory", lambda: int(need / 0.8) - 1)
     PairedVolumes(tmp_path, patch_size=(8, 8, 8), val_fraction=0.0).train_dataset()
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "caching 3 volumes (train split) needs about 0.0 GiB" in err and "data.spacing=[2,2,2]" in err
 
 
