@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_md import machine, write_section
+from results_md import machine, mean_se, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 OFF = ["trainer.fid_slices=0", "trainer.val_every=100000000", "trainer.checkpoint_every=100000000",
@@ -91,11 +91,6 @@ def run_facts(cwd: Path) -> dict:
     n_val = len(client.get_metric_history(run_id, "val/psnr"))
     return {"run_id": run_id, "cwd": str(cwd), "steps": int(ckpt["global_step"]), "epochs": int(ckpt["epoch"]),
             "validations": n_val, "minutes": metrics.get("time/total_minutes"), "shares": shares, "summary": summary}
-
-
-def mean_se(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
 # --- pet-cgan -----------------------------------------------------------------------------------

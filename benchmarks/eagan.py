@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_md import machine, write_section
+from results_md import machine, mean_se, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "eagan-cpu.yaml"
@@ -48,11 +48,6 @@ MNI_T2 = {"csf": 1.0, "gm": 0.55, "wm": 0.35}
 
 def log(msg: str) -> None:
     print(f"[eagan bench] {msg}", flush=True)
-
-
-def mean_se(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
