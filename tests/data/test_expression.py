@@ -241,3 +241,15 @@ def test_log_transform_before_selection_and_back(tmp_path):
     negative = _table(tmp_path / "neg", ids, ["skewed", "fold"], counts - 5)
     with pytest.raises(InputError, match=r"3 negative values .*log_transform.*sample 's0', gene 'fold'"):
         ExpressionTable(negative, log_transform=True).setup()
+
+
+def test_epoch_samples_pass_over_a_small_table_several_times(tmp_path):
+    write_expression(tmp_path, make_expression(seed=0, n_samples=20, n_genes=30))
+    one_pass = ExpressionTable(tmp_path, n_genes=10, val_fraction=0.0).train_dataset()
+    cycled = ExpressionTable(tmp_path, n_genes=10, val_fraction=0.0, epoch_samples=45).train_dataset()
+    assert len(one_pass) == 20 and len(cycled) == 45
+    assert all(torch.equal(cycled[i]["x"], one_pass[i % 20]["x"]) for i in range(45))
+    with pytest.raises(IndexError):
+        cycled[45]
+    # never fewer than one pass
+    assert len(ExpressionTable(tmp_path, n_genes=10, val_fraction=0.0, epoch_samples=5).train_dataset()) == 20
