@@ -299,7 +299,7 @@ def validation_curve(run_id: str, workdir: Path) -> dict:
 
 
 def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
-            flip_ensemble: bool | None = None, samples: int | None = None) -> list[np.ndarray]:
+            flip_ensemble: bool | None = None) -> list[np.ndarray]:
     """Full-dose estimates (kBq/ml) of held-out low-dose files, as `medgen infer` makes them
     (``flip_ensemble``, ``samples``: override the trained model's settings)."""
     from medgen.engine import load_task
@@ -308,8 +308,6 @@ def predict(run_id: str, workdir: Path, subjects: list[Subject], folder: Path,
     model, data, _, _ = load_task(run_id, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", device="cpu")
     if flip_ensemble is not None:
         model.flip_ensemble = flip_ensemble
-    if samples is not None:
-        model.samples = samples
     out = []
     for s in subjects:
         est = infer_path(model, data, folder / s.name / "low_dose.nii.gz")
@@ -350,11 +348,6 @@ def override_value(overrides, key: str, default):
     return values.get(key, default)
 
 
-def uses_noise(overrides) -> bool:
-    """Whether config overrides give the c-GAN a noise input z."""
-    return override_value(overrides, "model.noise_channels", 0) != 0
-
-
 def content_loss(overrides) -> str:
     """The c-GAN's estimation-error term as the table names it (default: the CPU config's)."""
     from medgen.config import read_yaml
@@ -389,15 +382,14 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
         runs[name] = info
         estimates[name] = predict(run_id, workdir, test_s, held)
         if name == "cgan":
-            estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False, samples=1)
+            estimates["cgan-single"] = predict(run_id, workdir, test_s, held, flip_ensemble=False)
 
-    noise = uses_noise(cgan_extra)
     cgan_row = f"3D c-GAN (adv + λ·{content_loss(cgan_extra)})"
     methods = {
         "low-dose input (1/4)": [s.low for s in test_s],
         f"Gaussian (sigma {sigma} vox, fit on train)": [gaussian(s.low, sigma) for s in test_s],
         "L1-only 3D U-Net (ablation)": estimates["l1-unet"],
-        f"3D c-GAN, single pass (no flip ensemble{', one draw of z' if noise else ''})": estimates["cgan-single"],
+        "3D c-GAN, single pass (no flip ensemble)": estimates["cgan-single"],
         cgan_row: estimates["cgan"],
         **({"concatenated 3D c-GANs (+ refinement stage)": estimates["cgan-refine"]} if "cgan-refine" in estimates else {}),
         "oracle: noise-free activity": [s.noise_free for s in test_s],
@@ -543,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         "training pairs; validation, FID, checkpoints and model logging on the engine's own schedule); the "
         "ablation adds " + ", ".join(f"`{o}`" for o in ABLATION) + "; best.pt by val/psnr; whole-volume Gaussian sliding-window inference averaged over the 8 flips of the "
         "input (`model.flip_ensemble`, the config default; the single-pass row is the same c-GAN without it"
-        + (", and one draw of z)" if uses_noise(args.cgan_set) else ")") + "."
+        + ")."
         + ("" if not args.cgan_set else " The c-GANs also take " + ", ".join(f"`{o}`" for o in args.cgan_set)
            + " (`--cgan-set`; the L1-only U-Net does not)."),
         "",

@@ -27,6 +27,15 @@ def _construct(section: str, cls: type, settings: dict[str, Any]):
     before the call, so that a TypeError from a bug inside it stays a traceback."""
     import inspect
 
+    # Settings a class no longer has (``retired_settings``: name -> the value that meant "off"):
+    # a run saved before their removal still loads when it left them off; one that used them
+    # cannot be rebuilt as it was trained, which is a clear error rather than a different model.
+    retired = getattr(cls, "retired_settings", {})
+    for name in [n for n in settings if n in retired]:
+        if settings[name] != retired[name]:
+            raise ConfigError(f"{section}.{name} was removed (it did not help in the benchmarks); this run used "
+                              f"{name}={settings[name]!r} and cannot be rebuilt by this version")
+        settings = {k: v for k, v in settings.items() if k != name}
     try:
         inspect.signature(cls).bind(**settings)
     except TypeError as e:

@@ -29,12 +29,10 @@ from medgen.transforms.spatial import window_count
 class SlidingWindowInference:
     """Whole-volume ``infer`` for a model whose ``exported_network()`` maps patches to patches.
 
-    The model sets ``spatial_dims``, ``sw_overlap``, ``sw_batch_size`` and ``flip_ensemble``
-    (and may set ``samples``: draws averaged per pass); ``roi_size`` comes from
-    ``data.patch_size``; :meth:`window_divisor` says what the window's sides must divide by.
+    The model sets ``spatial_dims``, ``sw_overlap``, ``sw_batch_size`` and ``flip_ensemble``;
+    ``roi_size`` comes from ``data.patch_size``; :meth:`window_divisor` says what the window's
+    sides must divide by.
     """
-
-    samples = 1
 
     def window_divisor(self) -> int:
         return 1
@@ -77,7 +75,7 @@ class SlidingWindowInference:
         )
         net = self.exported_network()
         flips = self.flip_ensemble and not self.periodic_validation
-        passes = self.samples * (2 ** self.spatial_dims if flips else 1)
+        passes = 2 ** self.spatial_dims if flips else 1
         batches = math.ceil(window_count(x.shape[2:], inferer.roi_size, self.sw_overlap) / self.sw_batch_size)
         bar = tqdm(total=passes * batches, desc=f"{self.task or 'model'} infer", unit="batch", leave=False,
                    disable=not self.show_progress)
@@ -87,8 +85,8 @@ class SlidingWindowInference:
             bar.update(1)
             return out
 
-        def estimate(v: torch.Tensor) -> torch.Tensor:  # mean of the draws (one without noise)
-            return sum(inferer(v, counted).float() for _ in range(self.samples)) / self.samples
+        def estimate(v: torch.Tensor) -> torch.Tensor:
+            return inferer(v, counted).float()
 
         with self.autocast(), bar:
             return flip_ensemble(estimate, x, self.spatial_dims) if flips else estimate(x)

@@ -18,23 +18,21 @@ Variants (constructor flags):
   detached stage-1 estimate (the paper trains them one after the other);
 * ``residual=True`` — G predicts a correction added to its input (residual learning; off in
   the paper). On a CPU budget it learns much faster, since G starts at the identity;
-* ``noise_channels=k`` — G also gets k channels of Gaussian noise z (the c-GAN's noise vector,
-  :class:`~medgen.networks.noise_input.NoiseInput`), and ``samples=K`` makes the estimate the
-  mean of K draws. Why: D compares G(x) with a *noisy* full dose, so an adversarially trained G
-  adds noise texture, and texture independent of the real full dose's noise costs PSNR (an
-  exact conditional sample has twice the conditional mean's squared error, 3 dB less). With z, G
-  can take that texture from z instead of from x; averaging draws then cancels it and estimates
-  the conditional mean, which is what PSNR rewards. One draw (``samples=1``) keeps the texture.
-  Measured here, the generator learns to ignore z instead (as pix2pix found): 1, 4 and 16 draws
-  scored within 0.001 dB of each other on the phantoms;
+* ``flip_ensemble=True`` — average the estimates of every flip of the input at inference
+  (+0.3-0.5 dB on the phantoms and the MNI simulation, for 8x the inference time);
 * ``content_loss="mse"`` — λ·MSE instead of λ·L1: G then estimates the conditional mean of the
-  full dose rather than its median (higher PSNR on low-count PET; see the argument below);
+  full dose rather than its median: +0.19 dB on the phantoms (6-minute probes, 24.60 against
+  24.41), since low-count Poisson noise is skewed and PSNR scores the mean;
 * ``l1_warmup=f`` — for the first share f of the training budget (epochs or
   ``trainer.max_minutes``, whichever runs out first) G trains on λ·L1 alone and D is neither
   trained nor asked: the content-loss initialisation of SRGAN (Ledig et al. 2017). Why: with λ
   large the early steps are L1-dominated anyway, and D sits at chance (loss ≈ ln 2) until G's
   estimates are good, so training it then buys nothing and costs each step two to three times
-  its L1-only price.
+  its L1-only price (4-5x more generator updates in the same minutes).
+
+Tried and removed, with the measurements in benchmarks/RESULTS.md: a noise input z with averaged
+draws (the generator learns to ignore z: 1, 4 and 16 draws within 0.001 dB), a full-resolution
+input skip in the U-Net, and a separate learning rate for D.
 """
 
 from __future__ import annotations
@@ -50,7 +48,6 @@ from medgen.errors import ConfigError
 from medgen.losses.adversarial import AdversarialLoss
 from medgen.models.paired import PairedTranslationModel
 from medgen.models.registry import register_model
-from medgen.networks.noise_input import NoiseInput
 from medgen.networks.patch_discriminator import ConditionalPatchDiscriminator
 from medgen.networks.unet_generator import UNetGenerator
 
@@ -81,22 +78,15 @@ class PetCGAN(PairedTranslationModel):
         d_layers: discriminator strided layers after the first.
         norm: normalisation in both networks (``"batch"`` as in the paper).
         residual: generator predicts a correction to its input (not in the paper).
-        input_skip: generator gets a full-resolution top level that sees the input again (the
-            3D U-Net's top level; not in the pix2pix-style U-Net).
         adversarial: False gives the L1-only U-Net ablation.
         lambda_l1: weight λ of the L1 estimation-error term.
         gan_loss: ``"bce"`` (the paper's sigmoid cross-entropy), ``"lsgan"``, ``"hinge"``.
         refine: add the second, concatenated c-GAN.
         lr, beta1, beta2: Adam for G and D.
-        d_lr: Adam learning rate of the discriminators (default ``lr``).
         sw_overlap, sw_batch_size: Gaussian-weighted sliding-window inference.
         flip_ensemble: average the estimates of every flip of the input at inference
             (:mod:`medgen.models.tta`; ``2 ** spatial_dims`` passes, about +0.3-0.5 dB here);
             skipped in the engine's between-epoch validation, which only ranks checkpoints.
-        noise_channels: channels of Gaussian noise z appended to each generator's input
-            (0: a deterministic G, as in the paper).
-        samples: draws of z averaged into one estimate at inference (needs ``noise_channels``);
-            multiplies inference time, and each flip of ``flip_ensemble`` draws anew.
         content_loss: the estimation-error term weighted by ``lambda_l1``: ``"l1"`` (the
             paper's) or ``"mse"``. L1 pulls G towards the conditional *median* of the full dose,
             MSE towards its *mean*, which is what PSNR scores and what quantitation wants
@@ -113,6 +103,9 @@ class PetCGAN(PairedTranslationModel):
     constant_pairs = ("lowdose_",)  # the low-dose input's numbers never change during a run
     value_range = (-1.0, 1.0)
     best_metric = "val/psnr"
+    # Removed knobs (see the module docstring) at the values that meant "off": runs saved before
+    # the removal still load (medgen.engine.build).
+    retired_settings = {"noise_channels": 0, "samples": 1, "input_skip": False, "d_lr": None}
 
     def __init__(
         self,
@@ -124,20 +117,16 @@ class PetCGAN(PairedTranslationModel):
         d_layers: int = 3,
         norm: str = "batch",
         residual: bool = False,
-        input_skip: bool = False,
         adversarial: bool = True,
         lambda_l1: float = 300.0,
         gan_loss: str = "bce",
         refine: bool = False,
         lr: float = 2e-4,
-        d_lr: float | None = None,
         beta1: float = 0.5,
         beta2: float = 0.999,
         sw_overlap: float = 0.5,
         sw_batch_size: int = 4,
         flip_ensemble: bool = False,
-        noise_channels: int = 0,
-        samples: int = 1,
         l1_warmup: float = 0.0,
         content_loss: str = "l1",
     ) -> None:
@@ -154,19 +143,10 @@ class PetCGAN(PairedTranslationModel):
         self.lambda_l1 = float(lambda_l1)
         self.refine = refine
         self.lr, self.betas = lr, (beta1, beta2)
-        self.d_lr = lr if d_lr is None else d_lr
-        if self.lr <= 0 or self.d_lr <= 0:
-            raise ConfigError(f"model.lr and model.d_lr must be > 0, got {self.lr} and {self.d_lr}")
+        if self.lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {self.lr}")
         self.sw_overlap, self.sw_batch_size = sw_overlap, sw_batch_size
         self.flip_ensemble = flip_ensemble
-        if noise_channels < 0:
-            raise ConfigError(f"model.noise_channels must be >= 0, got {noise_channels}")
-        if samples < 1:
-            raise ConfigError(f"model.samples must be >= 1, got {samples}")
-        if samples > 1 and noise_channels == 0:
-            raise ConfigError("model.samples > 1 needs model.noise_channels > 0 (a generator without noise "
-                              "gives the same estimate every time)")
-        self.noise_channels, self.samples = noise_channels, samples
         losses = {"l1": F.l1_loss, "mse": F.mse_loss}
         if content_loss not in losses:
             raise ConfigError(f"model.content_loss must be one of {', '.join(losses)}, got {content_loss!r}")
@@ -181,12 +161,8 @@ class PetCGAN(PairedTranslationModel):
         if gan_loss == "wgan-gp":
             raise ConfigError("model.gan_loss=wgan-gp is not supported by pet-cgan (use bce, lsgan or hinge)")
 
-        def make_g(cin: int) -> nn.Module:
-            net = UNetGenerator(
-                spatial_dims, cin + noise_channels, out_channels, channels, norm=norm, residual=residual,
-                input_skip=input_skip,
-            )
-            return NoiseInput(net, noise_channels) if noise_channels else net
+        def make_g(cin: int) -> UNetGenerator:
+            return UNetGenerator(spatial_dims, cin, out_channels, channels, norm=norm, residual=residual)
 
         def make_d() -> ConditionalPatchDiscriminator:
             return ConditionalPatchDiscriminator(
@@ -205,30 +181,16 @@ class PetCGAN(PairedTranslationModel):
 
     # --- optimisers ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        def adam(net: nn.Module, lr: float) -> torch.optim.Optimizer:
-            return self.adam(net.parameters(), lr, self.betas)
-
-        opts = {"G": adam(self.G, self.lr)}
-        if self.D is not None:
-            opts["D"] = adam(self.D, self.d_lr)
-        if self.G2 is not None:
-            opts["G2"] = adam(self.G2, self.lr)
-        if self.D2 is not None:
-            opts["D2"] = adam(self.D2, self.d_lr)
-        return opts
+        nets = {"G": self.G, "D": self.D, "G2": self.G2, "D2": self.D2}
+        return {name: self.adam(net.parameters(), self.lr, self.betas) for name, net in nets.items() if net is not None}
 
     # --- training -----------------------------------------------------------------------
-    @property
-    def _unet(self) -> UNetGenerator:
-        """Stage 1's U-Net (inside its noise input, if any): its divisor fixes the valid sizes."""
-        return self.G.net if isinstance(self.G, NoiseInput) else self.G
-
     def _check_sides(self, x: torch.Tensor, what: str) -> None:
-        div = self._unet.divisor
+        div = self.G.divisor
         if any(s % div for s in x.shape[2:]):
             raise ConfigError(
                 f"{what} sides {tuple(x.shape[2:])} must be multiples of {div} for a generator with "
-                f"{len(self._unet.channels)} levels (set data.patch_size or model.channels)"
+                f"{len(self.G.channels)} levels (set data.patch_size or model.channels)"
             )
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
@@ -245,7 +207,7 @@ class PetCGAN(PairedTranslationModel):
         return CascadedGenerator(self.G, self.G2) if self.G2 is not None else self.G
 
     def window_divisor(self) -> int:
-        return self._unet.divisor
+        return self.G.divisor
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         x = batch["source"]

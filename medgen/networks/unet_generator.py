@@ -44,9 +44,6 @@ class UNetGenerator(nn.Module):
         out_activation: ``"tanh"`` or ``None``; applied to the output when ``residual`` is False.
         residual: predict ``x + body(x)`` (requires ``in_channels >= out_channels``; the first
             ``out_channels`` input channels are the ones corrected).
-        input_skip: add a full-resolution top level that concatenates the input with the
-            upsampled decoder features before a 3x3 output convolution (the 3D U-Net's top
-            level); the pix2pix U-Net (False) never sees the input at full resolution again.
     """
 
     def __init__(
@@ -60,7 +57,6 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.0,
         out_activation: str | None = "tanh",
         residual: bool = False,
-        input_skip: bool = False,
     ) -> None:
         super().__init__()
         if len(channels) < 2:
@@ -99,17 +95,10 @@ class UNetGenerator(nn.Module):
             cin = ch[i] if i == n - 1 else ch[i] * 2
             ups.append(up(cin, ch[i - 1], dropout if i >= n - 3 else 0.0))
         self.up = nn.ModuleList(ups)
-        self.input_skip = input_skip
-        if input_skip:
-            # Full-resolution top level (as in the 3D U-Net of Cicek et al. 2016): upsample to
-            # ch[0] features, concatenate the input itself, then a 3x3 convolution to the output.
-            self.top = up(ch[0] * 2, ch[0], 0.0)
-            self.final = Convolution(spatial_dims, ch[0] + in_channels, out_channels, kernel_size=3, conv_only=True)
-        else:
-            self.final = Convolution(
-                spatial_dims, ch[0] * 2, out_channels, strides=2, kernel_size=kernel_size, padding=pad,
-                output_padding=0, is_transposed=True, conv_only=True, bias=True,
-            )
+        self.final = Convolution(
+            spatial_dims, ch[0] * 2, out_channels, strides=2, kernel_size=kernel_size, padding=pad,
+            output_padding=0, is_transposed=True, conv_only=True, bias=True,
+        )
         if residual:  # start at the identity: the first estimate is the input itself
             nn.init.zeros_(self.final.conv.weight)
             nn.init.zeros_(self.final.conv.bias)
@@ -131,8 +120,6 @@ class UNetGenerator(nn.Module):
         h = skips.pop()
         for layer in self.up:
             h = torch.cat([layer(h), skips.pop()], dim=1)
-        if self.input_skip:
-            h = torch.cat([self.top(h), x], dim=1)
         return self.final(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

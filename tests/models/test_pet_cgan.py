@@ -165,36 +165,22 @@ def test_inference_progress_bar_counts_every_window_batch_of_every_flip(monkeypa
     assert bars[-1].disable
 
 
-def test_noise_input_makes_draws_differ_and_samples_average_them():
-    torch.manual_seed(0)
-    model = PetCGAN(noise_channels=1, samples=4, **TINY).eval()
-    model.roi_size = (16, 16, 16)  # one window: the sliding window returns net(x) itself
-    assert model.G.net.in_channels == 2 and model.D.in_channels == 2  # z goes to G, not to D
-    x = torch.rand(1, 1, 16, 16, 16) * 2 - 1
-    net = model.exported_network()
-    torch.manual_seed(1)
-    with torch.no_grad():
-        draws = torch.stack([net(x) for _ in range(4)])
-    torch.manual_seed(1)
-    assert torch.allclose(model.infer(x), draws.mean(0), atol=1e-5)
-    assert not torch.allclose(draws[0], draws[1], atol=1e-4)
-    # the mean of K draws varies about 1/K as much as one draw does
-    spread = {}
-    for k in (1, 8):
-        model.samples = k
-        spread[k] = torch.stack([model.infer(x) for _ in range(6)]).var(0).mean()
-    assert spread[8] < 0.4 * spread[1]
-    logs = PetCGAN(noise_channels=2, refine=True, **TINY).training_step(_batch(), 0)
-    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+def test_g_and_d_share_one_learning_rate():
+    opts = PetCGAN(refine=True, lr=1e-3, **TINY).setup_optimizers()
+    assert {n: o.defaults["lr"] for n, o in opts.items()} == {"G": 1e-3, "D": 1e-3, "G2": 1e-3, "D2": 1e-3}
+    with pytest.raises(ConfigError, match="model.lr"):
+        PetCGAN(lr=0.0, **TINY)
 
 
-def test_discriminator_learning_rate_is_separate_and_defaults_to_g():
-    same = PetCGAN(refine=True, lr=1e-3, **TINY)
-    assert {n: o.defaults["lr"] for n, o in same.setup_optimizers().items()} == {"G": 1e-3, "D": 1e-3, "G2": 1e-3, "D2": 1e-3}
-    slow_d = PetCGAN(refine=True, lr=1e-3, d_lr=2e-4, **TINY)
-    assert {n: o.defaults["lr"] for n, o in slow_d.setup_optimizers().items()} == {"G": 1e-3, "D": 2e-4, "G2": 1e-3, "D2": 2e-4}
-    with pytest.raises(ConfigError, match="d_lr"):
-        PetCGAN(d_lr=0.0, **TINY)
+def test_a_run_saved_before_the_knobs_were_removed_still_builds():
+    from medgen.engine.build import _construct
+
+    old = {**TINY, "noise_channels": 0, "samples": 1, "input_skip": False, "d_lr": None}
+    assert isinstance(_construct("model", PetCGAN, old), PetCGAN)
+    with pytest.raises(ConfigError, match="noise_channels was removed"):
+        _construct("model", PetCGAN, {**TINY, "noise_channels": 1})
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        _construct("model", PetCGAN, {**TINY, "no_such_knob": 1})
 
 
 def test_bad_settings_are_config_errors():
@@ -202,10 +188,6 @@ def test_bad_settings_are_config_errors():
         PetCGAN(gan_loss="nope", **TINY)
     with pytest.raises(ConfigError, match="lambda_l1"):
         PetCGAN(adversarial=False, lambda_l1=0.0, **TINY)
-    with pytest.raises(ConfigError, match="noise_channels"):
-        PetCGAN(samples=2, **TINY)  # without z every draw is the same
-    with pytest.raises(ConfigError, match="samples"):
-        PetCGAN(noise_channels=1, samples=0, **TINY)
     with pytest.raises(ConfigError, match="content_loss"):
         PetCGAN(content_loss="l3", **TINY)
     with pytest.raises(ConfigError, match="l1_warmup"):

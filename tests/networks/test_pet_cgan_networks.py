@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from medgen.networks.noise_input import NoiseInput
 from medgen.networks.patch_discriminator import ConditionalPatchDiscriminator
 from medgen.networks.unet_generator import UNetGenerator
 
@@ -67,39 +66,3 @@ def test_discriminator_is_conditional():
     assert not torch.allclose(a, b)  # the condition changes the verdict
     with pytest.raises(ValueError, match="2 channels"):
         d(cand)
-
-
-@pytest.mark.parametrize("dims", [2, 3])
-def test_input_skip_top_level_sees_the_input_at_full_resolution(dims):
-    g = UNetGenerator(dims, 1, 1, channels=(4, 8), residual=True, input_skip=True)
-    x = torch.randn((1, 1) + (8,) * dims)
-    assert torch.allclose(g(x), x)  # zero-initialised output layer: identity at start
-    assert g.final.conv.in_channels == 4 + 1
-    # one voxel of the input changes the output there only through the full-resolution path
-    with torch.no_grad():
-        g.final.conv.weight.zero_()
-        g.final.conv.weight[(0, 4) + (1,) * dims] = 1.0  # centre tap on the input channel
-    y = g(x)
-    assert torch.allclose(y, 2 * x, atol=1e-6)
-
-
-@pytest.mark.parametrize("dims", [2, 3])
-def test_noise_input_appends_fresh_gaussian_channels(dims):
-    seen = []
-
-    class Probe(torch.nn.Module):
-        def forward(self, h):
-            seen.append(h)
-            return h[:, :1]
-
-    net = NoiseInput(Probe(), noise_channels=2)
-    x = torch.rand((3, 1) + (8,) * dims)
-    assert net(x).shape == x.shape
-    net(x)
-    first, second = seen
-    assert first.shape == (3, 3) + (8,) * dims and torch.equal(first[:, :1], x)
-    z = first[:, 1:]
-    assert abs(float(z.mean())) < 0.2 and 0.8 < float(z.std()) < 1.2
-    assert not torch.equal(z, second[:, 1:])  # drawn anew at every call
-    with pytest.raises(ValueError, match="noise_channels"):
-        NoiseInput(Probe(), 0)
