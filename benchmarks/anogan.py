@@ -102,7 +102,8 @@ def load_config_patch() -> list[int]:
 # --- scoring -----------------------------------------------------------------------------------
 def score_scans(model, data, paths, mode: str, labels_paths=None):
     """[(score, seconds, map in input grid, head mask, lesion label or None)] per scan."""
-    from medgen import io, scoring
+    from medgen import io
+    from medgen.models.anogan import scoring
     from medgen.transforms.masks import foreground_mask
 
     out = []
@@ -124,7 +125,7 @@ def score_scans(model, data, paths, mode: str, labels_paths=None):
 
 def voxel_metrics(results, threshold: float | None, sigma: float):
     """AUPRC of the map vs lesion masks (head voxels of the lesioned scans) and Dice at threshold."""
-    from medgen import scoring
+    from medgen.models.anogan import scoring
     from medgen.metrics import auprc, dice
 
     maps, labels, dices = [], [], []
@@ -153,7 +154,8 @@ def scan_auroc(normals, lesions) -> float:
 
 def time_brain_volume(model, data, p: dict) -> tuple[float, str]:
     """Seconds to score one brain-sized 1 mm volume on 2 threads (encoder mode)."""
-    from medgen import io, scoring
+    from medgen import io
+    from medgen.models.anogan import scoring
 
     mni = sorted(MNI_DIR.glob("*_t1_*.nii*")) if MNI_DIR.is_dir() else []
     if mni:

@@ -19,18 +19,14 @@ import torch
 
 from medgen.errors import InputError
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-
 
 def output_name(path: str | Path, task: str | None = None) -> str:
     """``scan.nii.gz`` / ``scan.mha`` / DICOM folder ``scan/`` -> ``scan_<task>.nii.gz`` (without
     a task: ``scan.nii.gz``). The task in the name says what the file is, and keeps an output
     written into the input's folder from landing on the input."""
-    name = Path(path).name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    from medgen.data.layouts import entry_name
+
+    name = entry_name(Path(path))
     return f"{name}_{task}.nii.gz" if task else f"{name}.nii.gz"
 
 

@@ -138,8 +138,10 @@ def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_ma
     # error alone (no score beside it), as a message, and no map file may stay in --maps.
     import torch
 
-    from medgen import scoring, viz
+    from medgen import viz
+    from medgen.commands.score_batch import score_paths
     from medgen.io import write
+    from medgen.models.anogan import scoring
 
     scan = tmp_path / "thin.nii.gz"
     write(scan, np.ones((1, 1, 64), np.float32))
@@ -154,7 +156,7 @@ def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_ma
         thresholds = {"encoder": 1.0}
 
     maps = tmp_path / "maps"
-    (row,) = scoring.score_paths(Model(), None, [scan], mode="encoder", maps_dir=maps)
+    (row,) = score_paths(Model(), None, [scan], mode="encoder", maps_dir=maps)
     assert row["score"] == "" and row["flagged"] == "" and row["map"] == "" and row["overlay"] == ""
     assert row["error"] == f"{scan}: could not be scored (cannot draw a 1 x 1 slice)"
     assert not any(maps.iterdir())
@@ -163,8 +165,9 @@ def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_ma
 def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeypatch):
     import torch
 
-    from medgen import scoring
+    from medgen.commands.score_batch import score_paths
     from medgen.data.modules import Volumes
+    from medgen.models.anogan import scoring
     from medgen.io import write
 
     ct = np.full((16, 16, 16), -1000.0, np.float32)  # a head CT in HU, scored by a model of MR scans
@@ -180,6 +183,6 @@ def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeyp
         thresholds = {"encoder": 1.0}
 
     heard = []
-    (row,) = scoring.score_paths(Model(), data, [scan], mode="encoder", progress=False, warn=heard.append)
+    (row,) = score_paths(Model(), data, [scan], mode="encoder", progress=False, warn=heard.append)
     assert row["error"] == "" and row["score"] == "0.5"
     assert len(heard) == 1 and heard[0].startswith(f"{scan}: ") and "different modality" in heard[0]

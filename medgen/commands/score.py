@@ -42,7 +42,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from medgen.engine import load_task
     from medgen.errors import ConfigError
-    from medgen.scoring import score_paths
+    from medgen.commands.score_batch import score_paths
 
     model, data, config, _ = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != "anogan":

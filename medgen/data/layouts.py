@@ -42,9 +42,9 @@ def _is_dicom_dir(path: Path) -> bool:
 
 
 def entry_name(path: Path) -> str:
-    """The entry name of a volume path: the file name without its volume suffix."""
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
+    """The entry name of a volume path: the file name without its volume suffix (or ``.dcm``)."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES + (".dcm",):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

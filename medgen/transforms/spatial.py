@@ -109,11 +109,16 @@ def unpad(tensor: torch.Tensor, pads) -> torch.Tensor:
     return tensor[tuple(index)]
 
 
-def window_count(shape, roi, overlap: float) -> int:
-    """How many windows MONAI's sliding-window inference visits over ``shape`` (its own tiling:
-    steps of ``int(roi * (1 - overlap))``, the last window flush with the far edge)."""
+def window_slices(shape, roi, overlap: float) -> list[tuple[slice, ...]]:
+    """The windows MONAI's sliding-window inference visits over ``shape`` (sides >= ``roi``): steps
+    of ``int(roi * (1 - overlap))``, the last window flush with the far edge."""
     from monai.data.utils import dense_patch_slices
 
-    shape = [max(int(s), int(r)) for s, r in zip(shape, roi)]  # smaller volumes are padded up to the ROI
     interval = [r if r == s else max(1, int(r * (1 - overlap))) for s, r in zip(shape, roi)]
-    return len(dense_patch_slices(shape, roi, interval))
+    return [tuple(sl) for sl in dense_patch_slices([int(s) for s in shape], [int(r) for r in roi], interval)]
+
+
+def window_count(shape, roi, overlap: float) -> int:
+    """How many windows sliding-window inference visits over ``shape`` (a volume smaller than the
+    ROI is padded up to it)."""
+    return len(window_slices([max(int(s), int(r)) for s, r in zip(shape, roi)], roi, overlap))

@@ -37,7 +37,7 @@ def test_infer_into_the_inputs_folder_keeps_the_input(tmp_path, capsys):
 
 
 def test_map_names_tell_scans_with_the_same_file_name_apart(tmp_path):
-    from medgen.scoring import output_names
+    from medgen.commands.score_batch import output_names
 
     paths = [tmp_path / "d" / "sub-001" / "t1.nii.gz", tmp_path / "d" / "sub-002" / "t1.nii.gz",
              tmp_path / "other.nrrd", tmp_path / "x" / "sub-001" / "t1.nii.gz"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgen import scoring
+from medgen.models.anogan import scoring
 from medgen.errors import ConfigError
 from medgen.models.anogan import AnoGAN
 from medgen.models.registry import get_model_class
@@ -90,7 +90,7 @@ def test_phase_follows_a_time_budget():
 
 
 def test_phase_by_wall_time(monkeypatch):
-    import medgen.models.anogan as mod
+    import medgen.models.anogan.model as mod
 
     clock = [100.0]
     monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])

@@ -27,7 +27,6 @@ held-out *normal* scans; a scan whose score is above it is flagged.
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, Callable, Sequence
 
@@ -35,50 +34,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medgen.transforms.spatial import pad_amounts, pad_to, unpad
+
 MODES = ("encoder", "search")
 
 
 # --- tiling --------------------------------------------------------------------------------
-def _starts(size: int, roi: int, stride: int) -> list[int]:
-    """Window starts covering [0, size) with windows of `roi` (size >= roi), last one flush."""
-    if size <= roi:
-        return [0]
-    starts = list(range(0, size - roi + 1, stride))
-    if starts[-1] != size - roi:
-        starts.append(size - roi)
-    return starts
-
-
 def patch_grid(
     shape: Sequence[int],
     roi: Sequence[int],
     overlap: float = 0.5,
     mask: torch.Tensor | None = None,
 ) -> list[tuple[slice, ...]]:
-    """Overlapping windows of size `roi` covering `shape`; with `mask`, only those touching it."""
+    """Overlapping windows of size `roi` covering `shape` (sides >= roi; MONAI's sliding-window
+    tiling, :func:`medgen.transforms.spatial.window_slices`); with `mask`, only those touching it."""
+    from medgen.transforms.spatial import window_slices
+
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    strides = [max(1, int(round(r * (1.0 - overlap)))) for r in roi]
-    per_axis = [_starts(s, r, st) for s, r, st in zip(shape, roi, strides)]
-    windows = []
-    for starts in itertools.product(*per_axis):
-        sl = tuple(slice(a, a + r) for a, r in zip(starts, roi))
-        if mask is not None and not bool(mask[sl].any()):
-            continue
-        windows.append(sl)
+    windows = window_slices(shape, roi, overlap)
+    if mask is not None:
+        windows = [sl for sl in windows if bool(mask[sl].any())]
     return windows
-
-
-def _pad_to(x: torch.Tensor, roi: Sequence[int], value: float) -> tuple[torch.Tensor, list[int]]:
-    """Pad the spatial dims of (C, *sp) at the end so that each is at least the roi."""
-    sp = x.shape[1:]
-    extra = [max(0, r - s) for s, r in zip(sp, roi)]
-    if not any(extra):
-        return x, extra
-    pad: list[int] = []
-    for e in reversed(extra):
-        pad += [0, e]
-    return F.pad(x, pad, value=value), extra
 
 
 # --- latent mapping ------------------------------------------------------------------------
@@ -168,12 +145,11 @@ def anomaly_map(
     x = x.to(device=device, dtype=torch.float32)
     spatial = tuple(x.shape[1:])
     background = float(x.min())
-    xp, _ = _pad_to(x, roi, background)
+    pads = pad_amounts(spatial, roi)  # a volume smaller than a patch is padded up to one
+    xp = pad_to(x, pads, background)
     m = None
     if mask is not None:
-        m = torch.as_tensor(mask).to(device).reshape(spatial).bool()
-        m, _ = _pad_to(m[None].float(), roi, 0.0)
-        m = m[0].bool()
+        m = pad_to(torch.as_tensor(mask).to(device).reshape(spatial)[None].float(), pads, 0.0)[0].bool()
     windows = patch_grid(xp.shape[1:], roi, model.overlap, None if tile_everywhere or m is None else m)
     if not windows:  # empty mask: cover everything rather than score nothing
         windows = patch_grid(xp.shape[1:], roi, model.overlap, None)
@@ -207,8 +183,8 @@ def anomaly_map(
     covered = count > 0
     amap = torch.where(covered, amap / count.clamp_min(1), torch.zeros_like(amap))
     recon = torch.where(covered.expand_as(recon), recon / count.clamp_min(1), xp)
-    crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
-    return {"map": amap[crop], "recon": recon[crop], "izif": izif_sum / len(windows), "patches": len(windows)}
+    return {"map": unpad(amap, pads), "recon": unpad(recon, pads), "izif": izif_sum / len(windows),
+            "patches": len(windows)}
 
 
 def smooth(volume: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -296,7 +272,7 @@ def mask_to_model_space(data, mask: torch.Tensor, state: Any, shape) -> torch.Te
     """A raw mask volume (scan grid, canonical order) onto the model grid, padded like the scan."""
     from monai.data import MetaTensor
 
-    from medgen.transforms.spatial import pad_to, to_model_grid
+    from medgen.transforms.spatial import to_model_grid
 
     if tuple(mask.shape) != tuple(state["reference"].shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from the scan's {tuple(state['reference'].shape)}")
@@ -318,166 +294,3 @@ def to_input_geometry(data, amap: torch.Tensor, state: Any, volume: torch.Tensor
     (``postprocess(..., intensity=False)``: an anomaly map must not get the inverse intensity
     normalisation)."""
     return data.postprocess(amap, state, intensity=False)
-
-
-# --- many scans: the function behind `medgen score` -------------------------------------------
-CSV_COLUMNS = ("path", "score", "flagged", "map", "overlay", "seconds", "error")
-
-
-def _volume_name(path) -> str:
-    from pathlib import Path
-
-    p = Path(path)
-    name = p.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or name
-    return name or "volume"
-
-
-def output_names(paths: Sequence) -> list[str]:
-    """File-name stems for the maps: the scan's name without its volume suffix, and where names
-    repeat, as many of its folders as tell them apart, joined by ``_`` (``sub-001/t1.nii.gz`` and
-    ``sub-002/t1.nii.gz`` -> ``sub-001_t1``, ``sub-002_t1``: the path below the scans' common
-    folder)."""
-    from pathlib import Path
-
-    parts = [Path(p).resolve().parts for p in paths]
-    depth = [1] * len(parts)
-
-    def stem(k: int) -> str:
-        *folders, last = parts[k][-depth[k]:]
-        return "_".join([*folders, _volume_name(last)])
-
-    while True:
-        names = [stem(k) for k in range(len(parts))]
-        clash = [k for k, n in enumerate(names) if depth[k] < len(parts[k])
-                 and any(m == n and parts[j] != parts[k] for j, m in enumerate(names))]
-        if not clash:
-            break
-        for k in clash:
-            depth[k] += 1
-    out, used = [], set()
-    for n in names:  # the same scan given twice
-        candidate, k = n, 1
-        while candidate in used:
-            k += 1
-            candidate = f"{n}_{k}"
-        used.add(candidate)
-        out.append(candidate)
-    return out
-
-
-def find_mask(path, mask_name: str):
-    """The mask volume ``mask_name`` beside scan `path` (same folder; for a DICOM folder, its parent)."""
-    from pathlib import Path
-
-    from medgen.data.layouts import find_volume
-    from medgen.errors import InputError
-
-    folder = Path(path).parent
-    found = find_volume(folder, mask_name, required=False)
-    if found is None:
-        raise InputError(path, f"no mask '{mask_name}' beside this scan (looked in {folder})")
-    return found
-
-
-def score_paths(
-    model,
-    data,
-    paths: Sequence,
-    out_csv=None,
-    maps_dir=None,
-    mode: str = "encoder",
-    threshold: float | None = None,
-    progress: bool = True,
-    mask_name: str | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Score each scan; one result row per path (``CSV_COLUMNS``), errors kept per scan.
-
-    A scan that cannot be read or scored gets a row whose ``error`` says why; the others are
-    still scored. With ``maps_dir``, writes ``<name>_anomaly.nii.gz`` (in the scan's own
-    geometry) and ``<name>_overlay.png`` per scan. ``threshold=None`` uses the model's calibrated
-    threshold for `mode`. ``mask_name`` (e.g. ``"brain_mask"``): score inside the mask found
-    beside each scan (``<scan folder>/<mask_name>.nii.gz`` etc.; a scan without one is an error
-    row); default: the scan's foreground. The CSV is written to a temporary file and renamed
-    at the end.
-    """
-    import csv
-    import os
-    import time
-    from pathlib import Path
-
-    from medgen import io
-    from medgen.errors import MedgenError
-
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r} not one of {MODES}")
-    if threshold is None:
-        threshold = model.thresholds.get(mode)
-    names = output_names(paths)
-    if maps_dir is not None:
-        Path(maps_dir).mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    writer = handle = tmp = None
-    if out_csv is not None:
-        out_csv = Path(out_csv)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.tmp")
-        handle = open(tmp, "w", newline="", encoding="utf-8")
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-    iterator = zip(paths, names)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(list(iterator), desc=f"scoring ({mode})", unit="scan")
-    try:
-        for path, name in iterator:
-            t0 = time.perf_counter()
-            row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
-            row["path"] = str(path)
-            try:
-                volume = io.read(path)
-                mask = None
-                if mask_name:
-                    mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5
-                score, amap = score_volume(model, data, volume, mode, mask=mask,
-                                           warn=None if warn is None else (lambda note, p=path: warn(f"{p}: {note}")))
-                flagged = flag(score, threshold)
-                row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
-                if maps_dir is not None:
-                    from medgen.viz import save_overlay
-
-                    map_path, overlay_path = Path(maps_dir) / f"{name}_anomaly.nii.gz", Path(maps_dir) / f"{name}_overlay.png"
-                    io.write(map_path, amap, reference=volume)
-                    save_overlay(overlay_path, volume, amap, threshold=threshold,
-                                 title=f"{name}: score {score:.4g}" + (" (flagged)" if flagged else ""))
-                    row.update(map=str(map_path), overlay=str(overlay_path))
-            except Exception as e:  # noqa: BLE001 - one bad scan must not stop the others
-                from medgen.io.errors_util import short
-
-                # A row has a score or an error, never both, and an error leaves no map behind.
-                for key in ("map", "overlay"):
-                    if row[key]:
-                        Path(row[key]).unlink(missing_ok=True)
-                if maps_dir is not None:
-                    for leftover in (Path(maps_dir) / f"{name}_anomaly.nii.gz", Path(maps_dir) / f"{name}_overlay.png"):
-                        leftover.unlink(missing_ok=True)
-                row.update(score="", flagged="", map="", overlay="")
-                row["error"] = str(e) if isinstance(e, MedgenError) else f"{path}: could not be scored ({short(e)})"
-            row["seconds"] = f"{time.perf_counter() - t0:.3f}"
-            rows.append(row)
-            if writer is not None:
-                writer.writerow(row)
-                handle.flush()
-    except BaseException:
-        if handle is not None:
-            handle.close()
-            os.unlink(tmp)
-        raise
-    if handle is not None:
-        handle.close()
-        os.replace(tmp, out_csv)
-    return rows

@@ -297,7 +297,7 @@ class AnoGAN(GenerativeModel):
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from medgen import scoring
+        from medgen.models.anogan import scoring
 
         self._require_networks()
         x = batch["image"].to(self.device, torch.float32)
@@ -327,9 +327,9 @@ class AnoGAN(GenerativeModel):
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Pseudo-healthy reconstruction ``G(E(x))`` of whole volumes ``(B, C, *sp)``, patch-wise.
 
-        Anomaly maps come from :func:`medgen.scoring.score_volume` (``medgen score``).
+        Anomaly maps come from :func:`medgen.models.anogan.scoring.score_volume` (``medgen score``).
         """
-        from medgen import scoring
+        from medgen.models.anogan import scoring
 
         self._require_networks()
         return torch.stack([scoring.anomaly_map(self, v, None, "encoder", tile_everywhere=True)["recon"] for v in x])
@@ -346,7 +346,7 @@ class AnoGAN(GenerativeModel):
 
     def calibrate(self, normal_scores: Sequence[float], mode: str = "encoder", percentile: float | None = None) -> float:
         """Set the `mode` threshold from held-out normal scores; returns it."""
-        from medgen.scoring import calibrate_threshold
+        from medgen.models.anogan.scoring import calibrate_threshold
 
         t = calibrate_threshold(normal_scores, self.calibration_percentile if percentile is None else percentile)
         self.thresholds[mode] = t
@@ -357,7 +357,7 @@ class AnoGAN(GenerativeModel):
         # The validation subjects are held-out normal scans: their latest scores calibrate the
         # encoder-mode threshold, unless calibrate() was called explicitly.
         if self.val_scores and self.calibration_source.get("encoder", "validation") == "validation":
-            from medgen.scoring import calibrate_threshold
+            from medgen.models.anogan.scoring import calibrate_threshold
 
             self.thresholds["encoder"] = calibrate_threshold(list(self.val_scores.values()), self.calibration_percentile)
             self.calibration_source["encoder"] = "validation"

@@ -1,0 +1,140 @@
+"""The batch loop behind ``medgen score``: many scans to one CSV row each, with maps and
+overlays. Scoring one volume is :mod:`medgen.models.anogan.scoring`."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from medgen.data.layouts import entry_name, find_volume
+from medgen.errors import InputError, MedgenError
+
+CSV_COLUMNS = ("path", "score", "flagged", "map", "overlay", "seconds", "error")
+
+
+def output_names(paths: Sequence) -> list[str]:
+    """File-name stems for the maps: the scan's name without its volume suffix, and where names
+    repeat, as many of its folders as tell them apart, joined by ``_`` (``sub-001/t1.nii.gz`` and
+    ``sub-002/t1.nii.gz`` -> ``sub-001_t1``, ``sub-002_t1``: the path below the scans' common
+    folder)."""
+    parts = [Path(p).resolve().parts for p in paths]
+    depth = [1] * len(parts)
+
+    def stem(k: int) -> str:
+        *folders, last = parts[k][-depth[k]:]
+        return "_".join([*folders, entry_name(Path(last)) or last])
+
+    while True:
+        names = [stem(k) for k in range(len(parts))]
+        clash = [k for k, n in enumerate(names) if depth[k] < len(parts[k])
+                 and any(m == n and parts[j] != parts[k] for j, m in enumerate(names))]
+        if not clash:
+            break
+        for k in clash:
+            depth[k] += 1
+    out, used = [], set()
+    for n in names:  # the same scan given twice
+        candidate, k = n, 1
+        while candidate in used:
+            k += 1
+            candidate = f"{n}_{k}"
+        used.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def find_mask(path, mask_name: str):
+    """The mask volume ``mask_name`` beside scan `path` (same folder; for a DICOM folder, its parent)."""
+    folder = Path(path).parent
+    found = find_volume(folder, mask_name, required=False)
+    if found is None:
+        raise InputError(path, f"no mask '{mask_name}' beside this scan (looked in {folder})")
+    return found
+
+
+def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mask_name, warn) -> dict[str, Any]:
+    """One scan's CSV row; an error becomes the row's ``error`` and leaves no map behind."""
+    from medgen import io
+    from medgen.io.errors_util import short
+    from medgen.models.anogan.scoring import flag, score_volume
+
+    row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
+    row["path"] = str(path)
+    outputs = () if maps_dir is None else (Path(maps_dir) / f"{name}_anomaly.nii.gz", Path(maps_dir) / f"{name}_overlay.png")
+    try:
+        volume = io.read(path)
+        mask = None
+        if mask_name:
+            mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5
+        score, amap = score_volume(model, data, volume, mode, mask=mask,
+                                   warn=None if warn is None else (lambda note: warn(f"{path}: {note}")))
+        flagged = flag(score, threshold)
+        row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
+        if outputs:
+            from medgen.viz import save_overlay
+
+            io.write(outputs[0], amap, reference=volume)
+            save_overlay(outputs[1], volume, amap, threshold=threshold,
+                         title=f"{name}: score {score:.4g}" + (" (flagged)" if flagged else ""))
+            row.update(map=str(outputs[0]), overlay=str(outputs[1]))
+    except Exception as e:  # noqa: BLE001 - one bad scan must not stop the others
+        for leftover in outputs:  # a row has a score or an error, never both
+            leftover.unlink(missing_ok=True)
+        row.update(score="", flagged="", map="", overlay="")
+        row["error"] = str(e) if isinstance(e, MedgenError) else f"{path}: could not be scored ({short(e)})"
+    return row
+
+
+def score_paths(
+    model,
+    data,
+    paths: Sequence,
+    out_csv=None,
+    maps_dir=None,
+    mode: str = "encoder",
+    threshold: float | None = None,
+    progress: bool = True,
+    mask_name: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Score each scan; one result row per path (``CSV_COLUMNS``), errors kept per scan.
+
+    A scan that cannot be read or scored gets a row whose ``error`` says why; the others are
+    still scored. With ``maps_dir``, writes ``<name>_anomaly.nii.gz`` (in the scan's own
+    geometry) and ``<name>_overlay.png`` per scan. ``threshold=None`` uses the model's calibrated
+    threshold for `mode`. ``mask_name`` (e.g. ``"brain_mask"``): score inside the mask found
+    beside each scan (``<scan folder>/<mask_name>.nii.gz`` etc.; a scan without one is an error
+    row); default: the scan's foreground. The CSV appears only when every scan has its row
+    (:func:`medgen.io.atomic.atomic_output`).
+    """
+    from tqdm.auto import tqdm
+
+    from medgen.io.atomic import atomic_output
+    from medgen.models.anogan.scoring import MODES
+
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} not one of {MODES}")
+    if threshold is None:
+        threshold = model.thresholds.get(mode)
+    names = output_names(paths)
+    if maps_dir is not None:
+        Path(maps_dir).mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as files:
+        writer = None
+        if out_csv is not None:
+            handle = files.enter_context(open(files.enter_context(atomic_output(out_csv)), "w", newline="",
+                                              encoding="utf-8"))
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+        for path, name in tqdm(list(zip(paths, names)), desc=f"scoring ({mode})", unit="scan", disable=not progress):
+            t0 = time.perf_counter()
+            row = _score_one(model, data, path, name, maps_dir, mode, threshold, mask_name, warn)
+            row["seconds"] = f"{time.perf_counter() - t0:.3f}"
+            rows.append(row)
+            if writer is not None:
+                writer.writerow(row)
+    return rows
