@@ -32,16 +32,22 @@ class DomainVolumes(_VolumeModule):
     epoch). A share ``label_fraction`` of source patches is centred on a labelled voxel (label > 0),
     the rest anywhere in the body, so small lesions are seen often enough (nnU-Net oversamples a
     third); target patches are centred in the body. ``augment`` flips patches (a label with its image).
+    With ``target_labels`` (training on target labels: dann-seg's ``target_supervised`` upper
+    bound) every training target subject needs a label, target patches are sampled like the
+    source ones and train items also hold ``"target_label"``; otherwise target labels are never
+    read for training (they may exist for evaluation).
 
     Val/test/all items are whole volumes of both domains: ``{"image", "mask", "subject",
     "domain"}`` (``domain`` 0 = source, 1 = target) and ``"label"`` (int64 ``(1, *spatial)``)
-    where the subject has one. ``model_settings()`` gives the model ``out_channels = n_classes``.
+    where the subject has one. ``model_settings()`` gives the model ``out_channels = n_classes``,
+    ``target_train_labels`` (``target_labels``) and ``target_val_labels`` (whether every target
+    validation subject has a label, so that target Dice can rank checkpoints).
     """
 
     def __init__(self, root, modality: str = "mr", n_classes: int = 2, spacing="auto", patch_size=(32, 32, 32),
                  patches_per_volume: int = 8, batch_size: int = 4, val_fraction: float = 0.2, test_fraction: float = 0.0,
                  split_seed: int = 0, cache: bool = True, cache_workers: int = 1, augment: bool = False,
-                 label_fraction: float = 0.33):
+                 label_fraction: float = 0.33, target_labels: bool = False):
         super().__init__(root, modality, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
                          test_fraction, split_seed, cache, cache_workers)
         self.n_classes = int(n_classes)
@@ -51,9 +57,12 @@ class DomainVolumes(_VolumeModule):
         self.label_fraction = float(label_fraction)
         if not 0.0 < self.label_fraction < 1.0:
             raise ConfigError(f"label_fraction must lie in (0, 1), got {label_fraction}")
+        self.target_labels = bool(target_labels)
 
     def model_settings(self) -> dict:
-        return {"out_channels": self.n_classes}
+        val_target = [i for i in self._split("val") if i["domain"] == 1]
+        return {"out_channels": self.n_classes, "target_train_labels": self.target_labels,
+                "target_val_labels": bool(val_target) and all(i.get("label") is not None for i in val_target)}
 
     # --- discovery and split ---------------------------------------------------------------
     def _discover(self) -> list[dict]:
@@ -105,8 +114,19 @@ class DomainVolumes(_VolumeModule):
         source_patches = RandomPatches(Subset(volumes, source), ["image", "label"], self.patch_size,
                                        self.patches_per_volume, label_key="label", region_key="fg", pos=pos, neg=1.0,
                                        transform=flips(["image", "label"], self.spatial_dims) if self.augment else None)
-        target_patches = RandomPatches(Subset(volumes, target), ["image"], self.patch_size, self.patches_per_volume,
-                                       transform=flips(["image"], self.spatial_dims) if self.augment else None)
+        if self.target_labels:
+            missing = [i for i in self._split("train") if i["domain"] == 1 and i.get("label") is None]
+            if missing:
+                raise InputError(self.root / missing[0]["subject"], "has no label, and data.target_labels=true trains "
+                                                                    "on target labels: add label files to every target "
+                                                                    "subject, or set data.target_labels=false")
+            target_patches = RandomPatches(Subset(volumes, target), ["image", "label"], self.patch_size,
+                                           self.patches_per_volume, label_key="label", region_key="fg", pos=pos,
+                                           neg=1.0, transform=flips(["image", "label"], self.spatial_dims)
+                                           if self.augment else None)
+        else:
+            target_patches = RandomPatches(Subset(volumes, target), ["image"], self.patch_size, self.patches_per_volume,
+                                           transform=flips(["image"], self.spatial_dims) if self.augment else None)
         return JoinedPatches([(source_patches, ""), (target_patches, "target_")])
 
     def _eval_keys(self) -> list[str]:

@@ -7,8 +7,8 @@ T1/T2/FLAIR, CT (HU) and FDG PET at full and 1/4 dose (kBq/ml) (:mod:`medgen.dat
     OUT/paired/<subject>/{t1,t2,flair,ct,full_dose,low_dose,noise_free,brain_mask}.nii.gz
     OUT/lesions/<subject>/{...same..., lesion}.nii.gz        1-3 lesions per subject
     OUT/unpaired/A/<subject>.nii.gz (T1)   OUT/unpaired/B/<subject>.nii.gz (CT, HU)
-    OUT/domain/source/<subject>/{image,label}.nii.gz         T1, scanner profile "source"
-    OUT/domain/target/<subject>/{image,label}.nii.gz         T1, scanner profile "target"
+    OUT/domain/source/<subject>/{image,label}.nii.gz         T1, scanner profile "source", 1-3 lesions
+    OUT/domain/target/<subject>/{image,label}.nii.gz         T1, scanner profile "target", 1-3 lesions
     OUT/expression/{expression.tsv,labels.tsv}               300 samples x 2000 genes
     OUT/dicom/<subject>/t1/                                  first subject's T1 as DICOM (MR)
 
@@ -17,7 +17,9 @@ would give): an oracle for benchmarks. ``brain_mask``/``lesion`` are uint8 (frac
 ``label`` holds the brain tissue classes of :data:`medgen.data.anatomy.SEG_CLASSES`
 (0 background, 1 CSF, 2 grey matter, 3 white matter). The unpaired A/B entries come from the
 same heads (CycleGAN ignores the pairing; an evaluation can use it). Domain source and target
-subjects are different heads. Geometry: isotropic voxels of ``220 / size`` mm, RAS, centred.
+subjects are different heads; their ``label`` is the lesion mask (0/1, uint8), or the tissue
+classes with ``domain_label="tissue"``; the target is the same kind of T1 from a second scanner
+(other contrasts, stronger bias field, more noise, lower resolution: ``MR_PROFILES``). Geometry: isotropic voxels of ``220 / size`` mm, RAS, centred.
 
 Function API for other code (benchmarks, tests): :func:`make_anatomy`, :func:`render_mr`,
 :func:`render_ct`, :func:`render_pet`, :func:`render_pet_doses`, :func:`pet_activity`,
@@ -101,13 +103,30 @@ def tissue_label(anatomy) -> np.ndarray:
     return lut[anatomy["labels"]]
 
 
-def make_domain_subject(seed: int, index: int, size: int = 64, profile: str = "source") -> dict[str, np.ndarray]:
-    """``{"image" (T1 in the scanner ``profile``), "label" (tissue classes), "affine"}``."""
+DOMAIN_LABELS = ("lesion", "tissue")
+
+
+def make_domain_subject(seed: int, index: int, size: int = 64, profile: str = "source",
+                        label: str = "lesion") -> dict[str, np.ndarray]:
+    """``{"image" (T1 in the scanner ``profile``), "label", "affine"}``.
+
+    ``label="lesion"``: the head carries 1-3 lesions and the label is their mask (uint8 0/1, the
+    domain-adaptation task of Kamnitsas et al. 2017); ``"tissue"``: a head without lesions and its
+    tissue classes (0 background, 1 CSF, 2 GM, 3 WM).
+    """
+    if label not in DOMAIN_LABELS:
+        raise ValueError(f"label must be one of {DOMAIN_LABELS}, got {label!r}")
     kind = 1 if profile == "source" else 2
     anatomy = make_anatomy(_anatomy_seed(seed, kind, index), size)
     rng = _rng(seed, 10 + kind, index)
-    return {"image": render_mr(anatomy, rng, "t1", profile), "label": tissue_label(anatomy),
-            "affine": anatomy["affine"]}
+    if label == "lesion":
+        # its own stream, so the image noise of the tissue variant stays as it was
+        lesion_rng = _rng(seed, 20 + kind, index)
+        anatomy = add_lesions(anatomy, lesion_rng, int(lesion_rng.integers(1, 4)))
+        target = (anatomy["lesion"] > 0.5).astype(np.uint8)
+    else:
+        target = tissue_label(anatomy)
+    return {"image": render_mr(anatomy, rng, "t1", profile), "label": target, "affine": anatomy["affine"]}
 
 
 def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
@@ -168,8 +187,10 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray, ind
 
 def write_phantoms(out_dir, subjects: int = 8, size: int = 64, seed: int = 0, overwrite: bool = False,
                    counts: float = PET_COUNTS, n_samples: int = 300, n_genes: int = 2000,
-                   progress: bool = False) -> dict[str, Path]:
+                   progress: bool = False, domain_label: str = "lesion") -> dict[str, Path]:
     """Write every demo layout under ``out_dir``; returns ``{layout name: folder}``.
+
+    ``domain_label``: what the domain layout's labels are (:func:`make_domain_subject`).
 
     The data is written to a sibling temporary folder and renamed into place at the end, so an
     error leaves no half dataset. An existing non-empty ``out_dir`` is an ``InputError`` unless
@@ -188,7 +209,7 @@ def write_phantoms(out_dir, subjects: int = 8, size: int = 64, seed: int = 0, ov
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_all(tmp, subjects, size, seed, counts, n_samples, n_genes, progress)
+        _write_all(tmp, subjects, size, seed, counts, n_samples, n_genes, progress, domain_label)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
@@ -202,7 +223,7 @@ def write_phantoms(out_dir, subjects: int = 8, size: int = 64, seed: int = 0, ov
     return {name: out / name for name in ("paired", "lesions", "unpaired", "domain", "expression", "dicom")}
 
 
-def _write_all(root: Path, subjects, size, seed, counts, n_samples, n_genes, progress) -> None:
+def _write_all(root: Path, subjects, size, seed, counts, n_samples, n_genes, progress, domain_label="lesion") -> None:
     from tqdm import tqdm
 
     for sub in ("paired", "lesions", "unpaired/A", "unpaired/B", "domain/source", "domain/target", "expression"):
@@ -224,7 +245,7 @@ def _write_all(root: Path, subjects, size, seed, counts, n_samples, n_genes, pro
                 if i == 0:
                     write_dicom_series(root / "dicom" / name / "t1", data["t1"], affine, i, uid_suffix=f"{seed}.{size}")
         for profile in ("source", "target"):
-            d = make_domain_subject(seed, i, size, profile)
+            d = make_domain_subject(seed, i, size, profile, domain_label)
             folder = root / "domain" / profile / name
             folder.mkdir()
             _save_nifti(folder / "image.nii.gz", d["image"], d["affine"])

@@ -19,7 +19,7 @@ from medgen.transforms.intensity import apply_intensity, ct_params
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("phantoms") / "demo"
-    write_phantoms(out, subjects=3, size=24, seed=0, n_samples=10, n_genes=20)
+    write_phantoms(out, subjects=3, size=24, seed=0, n_samples=10, n_genes=20, domain_label="tissue")
     return out
 
 
@@ -34,7 +34,7 @@ def test_domain_splits_each_domain_and_joins_source_with_target_patches(demo):
     data = DomainVolumes(demo / "domain", n_classes=4, patch_size=(16, 16, 16), patches_per_volume=2,
                          val_fraction=0.34)
     data.setup()
-    assert data.model_settings() == {"out_channels": 4}
+    assert data.model_settings() == {"out_channels": 4, "target_train_labels": False, "target_val_labels": True}
     for split, per_domain in (("train", 2), ("val", 1)):
         names = [i["subject"] for i in data.splits[split]]
         assert sum(n.startswith("source/") for n in names) == per_domain
@@ -132,9 +132,12 @@ def test_unpaired_sides_keep_their_own_units(demo):
     hu = data.postprocess(item["B"], state)
     assert torch.equal(hu.affine, mr.affine)
     torch.testing.assert_close(hu.as_tensor(), ct.as_tensor().clamp(-1000, 2000), atol=0.05, rtol=0)
-    # and a CT input goes to MR units: the CT's own window, the only scale there is
+    # and a CT input goes to MR units: the training MRs' learned window (median of their windows)
     _, state = data.preprocess(ct, side="B")
-    assert state["output_params"] == state["params"] == ct_params()
+    assert state["params"] == ct_params()
+    low, high = data.fitted_window("A")
+    assert (state["output_params"]["low"], state["output_params"]["high"]) == (low, high) and 0 <= low < high
+    assert data.state_dict() == {"windows": {"A": [low, high]}} and data.fitted_window("B") is None
 
 
 def test_unpaired_sets_need_not_match(demo, tmp_path):

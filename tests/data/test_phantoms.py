@@ -84,8 +84,13 @@ def test_domain_profiles_differ():
     tgt = render_mr(anatomy, np.random.default_rng(0), "t1", "target")
     gm, wm = anatomy["gm"] > 0.9, anatomy["wm"] > 0.9
     assert src[wm].mean() / src[gm].mean() > tgt[wm].mean() / tgt[gm].mean() + 0.1
-    d = phantoms.make_domain_subject(0, 0, 24, "target")
+    d = phantoms.make_domain_subject(0, 0, 24, "target", label="tissue")
     assert set(np.unique(d["label"])) <= {0, 1, 2, 3} and (d["label"] == 3).any()
+    # the default: 1-3 lesions, and the label is their mask
+    for profile in ("source", "target"):
+        d = phantoms.make_domain_subject(0, 0, 32, profile)
+        assert d["label"].dtype == np.uint8 and set(np.unique(d["label"])) == {0, 1}
+        assert 0.0005 < d["label"].mean() < 0.1
 
 
 def test_expression_has_recoverable_subtypes():
