@@ -46,6 +46,14 @@ def _construct(section: str, cls: type, settings: dict[str, Any]):
         raise ConfigError(f"{section}: {e}") from None
 
 
+def set_up_data(config: Config, data) -> None:
+    """``data.setup()`` (once: it does its work the first time), and the settings it decides
+    (``spacing: auto``, the genes kept) into ``config.data``, so inference and `medgen evaluate`
+    on other folders use the training's."""
+    data.setup()
+    config.data.update(data.resolved_settings())
+
+
 def build_task(config: Config, setup: bool = False):
     """(model, data) for ``config.task``; ``model.roi_size`` = the data's patch size.
 
@@ -59,8 +67,7 @@ def build_task(config: Config, setup: bool = False):
     data = _construct("data", model_cls.data_module, config.data)
     _check_spatial_dims(model_cls, config, data)
     if setup:
-        data.setup()
-        config.data.update(data.resolved_settings())
+        set_up_data(config, data)
         config.model.update(data.model_settings())
     model = _construct("model", model_cls, config.model)
     patch = getattr(data, "patch_size", None)

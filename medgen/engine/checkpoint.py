@@ -11,6 +11,7 @@ best ({metric, mode, value, epoch}), metrics``.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from pathlib import Path
@@ -88,3 +89,62 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class Checkpointer:
+    """Where and how a run's ``last.pt``/``best.pt`` go: ``folder/<run id>/`` and the MLflow
+    run's ``checkpoints/`` (``folder=None``: MLflow's copy only, written to a scratch folder
+    removed after logging; ``trainer.local_checkpoints=false``). When to write is the engine's
+    schedule (:class:`medgen.engine.budget.OverheadSchedule`); time goes to the timer's
+    ``checkpoint`` and ``logging`` phases."""
+
+    def __init__(self, folder, tracker, timer) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.tracker, self.timer = tracker, timer
+        self.run_id: str | None = None
+        self._pending_best: dict[str, Any] | None = None  # best state not yet written to best.pt
+        self._best_tags: dict[str, str] = {}
+
+    def run_dir(self) -> Path | None:
+        return None if self.folder is None else self.folder / str(self.run_id)
+
+    def save(self, name: str, state: dict[str, Any]) -> Path:
+        import contextlib
+        import tempfile
+
+        with contextlib.ExitStack() as scratch:
+            folder = self.run_dir() or Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="medgen-ckpt-")))
+            with self.timer.phase("checkpoint"):
+                path = save_checkpoint(folder / name, state)
+            with self.timer.phase("logging"):
+                self.tracker.log_artifact(path, "checkpoints")
+        return path
+
+    def keep_best(self, state: dict[str, Any], epoch: int, metric: str, value: float) -> None:
+        """Hold a state that just became the best in memory (a CPU copy) until the next write:
+        best.pt then costs one write per checkpoint interval, not one per improvement."""
+        with self.timer.phase("checkpoint"):
+            self._pending_best = _cpu_copy(state)
+        # The run page then says which epoch best.pt holds: with a gated model (may_be_best)
+        # it need not be the metric curve's maximum.
+        self._best_tags = {"medgen.best_epoch": str(epoch), f"medgen.best_{metric}": f"{value:.6g}"}
+
+    def write(self, state: dict[str, Any]) -> None:
+        """best.pt (when a newer best is pending) and last.pt (`state`)."""
+        if self._pending_best is not None:
+            self.save("best.pt", self._pending_best)
+            self._pending_best = None
+            with self.timer.phase("logging"):
+                self.tracker.set_tags(self._best_tags)
+        self.save("last.pt", state)
+
+
+def _cpu_copy(value: Any) -> Any:
+    """A deep copy of a (nested) state with every tensor cloned to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return copy.deepcopy(value)

@@ -15,6 +15,11 @@ the data of an epoch does not depend on what ran before, and checkpoints carry e
 state. Hence a run resumed from ``last.pt`` ends exactly where the uninterrupted run ends (CPU).
 
 Distributed: see :mod:`medgen.engine.distributed` (torchrun, no DDP wrapper, rank 0 logs).
+
+Its parts live beside it: the budget's clock (:mod:`.clock`), when to validate and checkpoint
+(:mod:`.budget`), where checkpoints go (:class:`.checkpoint.Checkpointer`), validation
+(:mod:`.validation`). What stays here (~600 lines) is the loop and the state it must see whole:
+one step's AMP/clipping/averaging, the epoch loop, resume, and the run's reports.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import torch
 
 from medgen.config import Config
 from medgen.engine.budget import OverheadSchedule, PhaseTimer
-from medgen.engine.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from medgen.engine.checkpoint import FORMAT, Checkpointer, load_checkpoint, rng_state, seed_everything, set_rng_state
+from medgen.engine.clock import TrainingClock
 from medgen.engine.distributed import DistEnv
 from medgen.engine.schedules import make_scheduler
 from medgen.engine.validation import evaluate_volumes, to_device
@@ -58,9 +64,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def infer_mode(metric: str) -> str:
-    """"max" for metrics where higher is better (psnr, ssim, auroc, dice, ...), else "min"."""
+    """"max" for metrics where higher is better (psnr, ssim, auroc, dice, ...), else "min";
+    also for such a metric with a qualifier after it (``dice_target``, ``psnr_mask``), unless
+    that names a loss (``dice_loss``)."""
     leaf = metric.split("/")[-1].lower()
-    return "max" if any(leaf.endswith(m) for m in MAX_MODES) else "min"
+    qualified = any(leaf.startswith(f"{m}_") for m in MAX_MODES) and not leaf.endswith("loss")
+    return "max" if qualified or any(leaf.endswith(m) for m in MAX_MODES) else "min"
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -108,9 +117,7 @@ class Trainer:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.epoch = 0  # epochs completed
-        self.minutes_before = 0.0  # training minutes of earlier sessions of a resumed run
-        self._t0 = time.monotonic()  # start of this session's loop
-        self._clock = 0.0  # minutes() as rank 0 last read it: LR schedules and progress use it
+        self.clock = TrainingClock(self.max_epochs, self.cfg.max_minutes, self.dist.broadcast_object)
         self.global_step = 0
         self.run_id: str | None = None
         self.last_metrics: dict[str, float] = {}
@@ -119,12 +126,11 @@ class Trainer:
             raise ConfigError(f"trainer.overhead_share must be in (0, 1], not {self.cfg.overhead_share}")
         if float(self.cfg.checkpoint_minutes) < 0:
             raise ConfigError(f"trainer.checkpoint_minutes must be >= 0, not {self.cfg.checkpoint_minutes}")
-        self._pending_best: dict[str, Any] | None = None  # best state not yet written to best.pt
+        self.checkpoints = Checkpointer(self.cfg.checkpoint_dir if self.cfg.local_checkpoints else None,
+                                        self.tracker, self.timer)
         self._constant_cache: dict = {}  # validation metrics of model.constant_pairs, per volume
         self._pending_log: dict[str, tuple[float, int]] = {}  # metrics not yet written (_log_epoch)
         self._logged_at = 0.0
-        self._epoch_start: float | None = None  # progress() when the current epoch started
-        self._epoch_share = 0.0  # the share of the budget one epoch takes (per-step progress)
         self._bad_step: str | None = None
         self._warned_best = False
 
@@ -149,7 +155,7 @@ class Trainer:
         if not self.optimizers:
             raise TrainingError(f"model {type(model).__name__} configured no optimisers")
         o = self.config.optim
-        spent = (lambda: self._clock / self.cfg.max_minutes) if self.cfg.max_minutes else None
+        spent = self.clock.spent if self.cfg.max_minutes else None
         self.schedulers = {
             n: make_scheduler(opt, o.lr_policy, self.max_epochs, o.constant_epochs, spent)
             for n, opt in self.optimizers.items()
@@ -160,22 +166,6 @@ class Trainer:
         model._autocast = self._autocast
         model.max_epochs = self.max_epochs
         model.max_minutes = self.cfg.max_minutes
-
-    def progress(self) -> float:
-        """Share of the budget spent: epochs, or minutes under ``trainer.max_minutes``, whichever
-        is further along (at most 1)."""
-        p = self.epoch / self.max_epochs
-        if self.cfg.max_minutes:
-            p = max(p, self._clock / self.cfg.max_minutes)
-        return min(1.0, p)
-
-    def _read_clock(self) -> None:
-        """Rank 0's minutes for every rank: replicas must agree on learning rates and phases."""
-        self._clock = self.dist.broadcast_object(self.minutes())
-
-    def minutes(self) -> float:
-        """Training minutes so far, earlier sessions of a resumed run included."""
-        return self.minutes_before + (time.monotonic() - self._t0) / 60.0
 
     def _optimizer_step(self, names: str | tuple[str, ...], loss: torch.Tensor) -> None:
         """Zero grads, one backward (scaled), average across ranks, unscale, clip and step each
@@ -255,7 +245,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
-            "minutes": self.minutes(),
+            "minutes": self.clock.minutes(),
             "model": self.model.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
@@ -282,54 +272,18 @@ class Trainer:
         self.model.load_extra_state(ckpt.get("extra") or {})
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
-        self.minutes_before = float(ckpt.get("minutes", 0.0))
+        self.clock.minutes_before = float(ckpt.get("minutes", 0.0))
         best = ckpt.get("best") or {}
         if best.get("metric") == self.best_metric:
             self.best_value, self.best_epoch = best.get("value"), best.get("epoch")
         self.last_metrics = dict(ckpt.get("metrics") or {})
         self.run_id = ckpt.get("run_id")
 
-    def _checkpoint_dir(self) -> Path:
-        return Path(self.cfg.checkpoint_dir) / str(self.run_id)
-
-    def _save(self, name: str, state: dict[str, Any] | None = None) -> Path:
-        import contextlib
-        import tempfile
-
-        with contextlib.ExitStack() as scratch:
-            # trainer.local_checkpoints=false: MLflow's copy only, written to a scratch folder removed after logging
-            folder = (self._checkpoint_dir() if self.cfg.local_checkpoints
-                      else Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="medgen-ckpt-"))))
-            with self.timer.phase("checkpoint"):
-                path = save_checkpoint(folder / name, self.state() if state is None else state)
-            with self.timer.phase("logging"):
-                self.tracker.log_artifact(path, "checkpoints")
-        return path
-
-    def _keep_best(self) -> None:
-        """Hold the state that just became the best in memory (a CPU copy) until the next
-        checkpoint write: best.pt then costs one write per checkpoint interval, not one per
-        improvement."""
-        with self.timer.phase("checkpoint"):
-            self._pending_best = _cpu_copy(self.state())
-
-    def _write_checkpoints(self) -> None:
-        """best.pt (when a newer best is pending) and last.pt."""
-        if self._pending_best is not None:
-            self._save("best.pt", self._pending_best)
-            self._pending_best = None
-            # The run page then says which epoch best.pt holds: with a gated model
-            # (may_be_best) it need not be the metric curve's maximum.
-            with self.timer.phase("logging"):
-                self.tracker.set_tags({"medgen.best_epoch": str(self.best_epoch),
-                                       f"medgen.best_{self.best_metric}": f"{self.best_value:.6g}"})
-        self._save("last.pt")
-
     # --- the loop ---------------------------------------------------------------------------
     def fit(self) -> str:
         """Train to ``trainer.max_epochs`` (or ``trainer.max_minutes``); returns the run id."""
         status = "FAILED"
-        self.timer = PhaseTimer()
+        self.timer = self.checkpoints.timer = PhaseTimer()
         try:
             with self.timer.phase("setup"):
                 self._start()
@@ -351,10 +305,9 @@ class Trainer:
         resume = load_checkpoint(cfg.resume) if cfg.resume else None
         if resume is None:
             seed_everything(cfg.seed)
-        self.data.setup()
-        # Settings the data decides (``spacing: auto``) go into the saved config, so inference
-        # and `medgen evaluate` on other folders use the training grid.
-        self.config.data.update(self.data.resolved_settings())
+        from medgen.engine.build import set_up_data
+
+        set_up_data(self.config, self.data)  # once: a no-op after build_task(setup=True)
         self._train_ds = self.data.train_dataset()  # built once: datasets may cache volumes
         self._val_ds = self.data.val_dataset() if self.cfg.val_every != 0 else None  # 0: never validate
         self._prepare_model()
@@ -367,7 +320,7 @@ class Trainer:
         if self.dist.is_main:
             experiment = self.config.tracking.experiment or self.config.task
             continue_id = self.run_id if resume is not None else None
-            if continue_id is not None and hasattr(self.tracker, "has_run") and not self.tracker.has_run(continue_id):
+            if continue_id is not None and not self.tracker.has_run(continue_id):
                 continue_id = None  # the checkpoint's run lives in another store: start a new one
             with self.timer.phase("logging"):
                 run_id = self.tracker.start(experiment, run_name=self._run_name(), run_id=continue_id)
@@ -378,6 +331,7 @@ class Trainer:
                     self.tracker.set_tags({f"medgen.resumed_at_epoch_{self.epoch}": "true"})
             run_id = run_id or self.run_id or uuid.uuid4().hex
         self.run_id = self.dist.broadcast_object(run_id)
+        self.checkpoints.run_id = self.run_id
         if self.dist.is_main:
             self._report_start(resume is not None)
         if resume is not None:
@@ -423,7 +377,7 @@ class Trainer:
 
     def _report_end(self) -> None:
         if self.best_epoch is not None:
-            where = (f"{self._checkpoint_dir() / 'best.pt'} (and the MLflow run's checkpoints/)" if self.cfg.local_checkpoints
+            where = (f"{self.checkpoints.run_dir() / 'best.pt'} (and the MLflow run's checkpoints/)" if self.cfg.local_checkpoints
                      else "in the MLflow run's checkpoints/ (trainer.local_checkpoints=false)")
             self.report(f"best.pt: epoch {self.best_epoch}, {self.best_metric} {self.best_value:.4g}, {where}")
         self.report(self.time_report())
@@ -444,7 +398,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        self._t0 = time.monotonic()
+        self.clock.restart()
         steps_per_epoch = self._steps_per_epoch()
         schedule = OverheadSchedule(self.timer, cfg.val_every, cfg.overhead_share, cfg.checkpoint_every,
                                     cfg.checkpoint_minutes)
@@ -458,13 +412,8 @@ class Trainer:
             while self.epoch < self.max_epochs:
                 epoch = self.epoch
                 self.model.epoch = epoch
-                self._read_clock()
-                start = self.progress()
-                # the share one epoch takes: the last epoch's under a time budget (the same on
-                # every rank: it comes from rank 0's clock), else 1 / max_epochs
-                self._epoch_share = (start - self._epoch_start) if self._epoch_start is not None else 1 / self.max_epochs
-                self._epoch_start = start
-                self.model.progress = start
+                self.clock.read()
+                self.model.progress = self.clock.start_epoch(epoch)
                 self.model.on_epoch_start(epoch)
                 bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
                 lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch
@@ -473,7 +422,7 @@ class Trainer:
                     # A model may leave an optimiser idle for a whole epoch (e.g. f-AnoGAN's encoder
                     # during the GAN phase); the epoch-indexed schedule is still right then.
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                    self._read_clock()
+                    self.clock.read()
                     for s in self.schedulers.values():
                         s.step()
                 self.dist.broadcast_module(self.model, buffers_only=True)
@@ -481,7 +430,7 @@ class Trainer:
                 metrics = {f"train/{k}": v for k, v in losses.items()}
                 metrics.update(lrs)
                 last = self.epoch == self.max_epochs
-                out_of_time = cfg.max_minutes is not None and self._clock > cfg.max_minutes
+                out_of_time = self.clock.out_of_time()
                 final = last or out_of_time
                 # Rank 0's clock decides for every rank (replicas must validate together).
                 validate, write = self.dist.broadcast_object(
@@ -494,12 +443,12 @@ class Trainer:
                     metrics.update(val)
                     self.last_metrics = dict(val)
                     if self._update_best(val) and self.dist.is_main:
-                        self._keep_best()
+                        self.checkpoints.keep_best(self.state(), self.best_epoch, self.best_metric, self.best_value)
                     if self.dist.is_main:
                         self._report_validation(val)
                 self._log_epoch(metrics, flush=validate or final)
                 if self.dist.is_main and write:
-                    self._write_checkpoints()
+                    self.checkpoints.write(self.state())
                     schedule.checkpointed()
                 self.dist.barrier()
                 if out_of_time and not last:
@@ -551,7 +500,7 @@ class Trainer:
                 if batch is None:
                     break
                 batch = to_device(batch, self.device)
-            self.model.progress = self._step_progress(epoch, i, steps)
+            self.model.progress = self.clock.step_progress(epoch, i, steps)
             with phase("train"):
                 self._bad_step = None
                 out = self.model.training_step(batch, self.global_step) or {}
@@ -569,13 +518,6 @@ class Trainer:
             if losses:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:6]}, refresh=False)
         return self.dist.reduce_means(sums, counts)
-
-    def _step_progress(self, epoch: int, step: int, steps: int) -> float:
-        """``model.progress`` at step `step` of `steps` in `epoch`: the epoch's start plus its
-        share so far, so ramps (Ganin's λ_p, edge and KL weights) advance every step. The same
-        on every rank (no clock is read here)."""
-        by_epochs = (epoch + step / steps) / self.max_epochs
-        return min(1.0, max(by_epochs, self._epoch_start + self._epoch_share * step / steps))
 
     def _raise_non_finite(self, bad: list[str], losses: dict[str, float], epoch: int) -> None:
         if bad:
@@ -666,13 +608,3 @@ class Trainer:
         network = copy.deepcopy(network).cpu().eval()
         self.tracker.log_model(network, "model", registered_name=self.config.task if tr.register_model else None)
 
-
-def _cpu_copy(value: Any) -> Any:
-    """A deep copy of a (nested) state with every tensor cloned to the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cpu_copy(v) for v in value)
-    return copy.deepcopy(value)

@@ -17,6 +17,10 @@ class Tracker:
         """Start a run, or continue `run_id` (resume). Returns the run id."""
         return None
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether this store holds run `run_id` (a resumed run continues it only then)."""
+        return False
+
     def log_params(self, params: dict[str, Any]) -> None: ...
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...

@@ -91,13 +91,15 @@ def test_shares_add_up_to_the_runs_wall_time(tmp_path):
 
 def test_best_waits_in_memory_until_the_next_checkpoint_write(monkeypatch):
     """With checkpoints written only at the end, best.pt still holds the best epoch's weights."""
+    from medgen.engine.checkpoint import Checkpointer
+
     saved = []
-    original = Trainer._save
-    monkeypatch.setattr(Trainer, "_save", lambda self, name, state=None: saved.append(name) or original(self, name, state))
+    original = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, name, state: saved.append(name) or original(self, name, state))
     weights = {}
-    original_keep = Trainer._keep_best
-    monkeypatch.setattr(Trainer, "_keep_best",
-                        lambda self: weights.update({self.epoch: self.model.G[0].weight.detach().clone()}) or original_keep(self))
+    original_keep = Checkpointer.keep_best
+    monkeypatch.setattr(Checkpointer, "keep_best", lambda self, state, epoch, *a: weights.update(
+        {epoch: state["model"]["G.0.weight"].detach().clone()}) or original_keep(self, state, epoch, *a))
     run_id = train(toy_config(trainer={"max_epochs": 5, "val_images": False, "checkpoint_every": None,
                                        "checkpoint_minutes": 60.0}))
     assert saved == ["best.pt", "last.pt"]  # one write each, at the end

@@ -170,13 +170,30 @@ def test_time_budget_and_step_cap_stop_cleanly():
     assert client().get_run(run_id).info.status == "FINISHED"
 
 
+def clock_by_steps(monkeypatch, minutes_per_step: float) -> None:
+    """The training clock advances with the training steps, not with the wall time."""
+    from toy import ToyModel
+
+    from medgen.engine.clock import TrainingClock
+
+    steps = [0]
+    original = ToyModel.training_step
+
+    def counted(self, batch, step):
+        steps[0] += 1
+        return original(self, batch, step)
+
+    monkeypatch.setattr(ToyModel, "training_step", counted)
+    monkeypatch.setattr(TrainingClock, "minutes", lambda self: self.minutes_before + steps[0] * minutes_per_step)
+
+
 def test_linear_decay_follows_the_wall_clock_budget(monkeypatch):
     # half the budget at the full rate, then linear to zero when the minutes are spent
     assert [time_factor(f, "linear", 100) for f in (0.0, 0.5, 0.75, 1.0, 1.2)] == pytest.approx([1, 1, 0.5, 0, 0])
     assert time_factor(0.9, "linear", 100, constant_epochs=80) == pytest.approx(0.5)
     assert time_factor(0.9, "constant", 100) == 1.0
     # a clock that advances with the steps, half a minute per (3-step) epoch: 2 minutes hold 4 epochs
-    monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)
+    clock_by_steps(monkeypatch, 1 / 6)
     run_id = train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
     lrs = [m.value for m in sorted(client().get_metric_history(run_id, "lr/G"), key=lambda m: m.step)]
     assert lrs == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3, 0.0])  # stopped after the epoch past 2 minutes
@@ -191,7 +208,7 @@ def test_model_sees_the_share_of_the_budget_spent(monkeypatch):
     train(toy_config(trainer={"max_epochs": 4, "val_images": False}))
     assert seen == pytest.approx([0, 0.25, 0.5, 0.75])  # epochs without a time budget
     seen.clear()
-    monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)  # half a minute per epoch
+    clock_by_steps(monkeypatch, 1 / 6)  # half a minute per epoch
     train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
     assert seen == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])  # minutes, further along than epochs
 
@@ -230,7 +247,7 @@ def test_progress_advances_every_step(monkeypatch):
     train(toy_config(trainer={"max_epochs": 2, "val_images": False}))  # 6 subjects, batch 2: 3 steps an epoch
     assert seen == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6])
     seen.clear()
-    monkeypatch.setattr(Trainer, "minutes", lambda self: self.global_step / 6)  # half a minute per epoch
+    clock_by_steps(monkeypatch, 1 / 6)  # half a minute per epoch
     train(toy_config(trainer={"max_epochs": 100, "max_minutes": 2.0, "val_images": False}))
     assert seen[:3] == pytest.approx([0, 1 / 300, 2 / 300])  # first epoch: its share by epochs
     assert seen[3:6] == pytest.approx([0.25, 0.25 + 0.25 / 3, 0.25 + 0.5 / 3])  # then the last epoch's share of the minutes
