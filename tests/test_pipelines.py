@@ -7,7 +7,7 @@ import pytest
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 
-@pytest.mark.parametrize("script", ["pet_cgan.py", "eagan.py", "anogan.py"])
+@pytest.mark.parametrize("script", ["pet_cgan.py", "eagan.py", "anogan.py", "dann_seg.py"])
 def test_pipeline_uses_its_config_and_reports_bad_input_in_one_line(script, tmp_path):
     missing = tmp_path / "no_such_folder"
     proc = subprocess.run(
