@@ -166,7 +166,7 @@ def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeyp
     import torch
 
     from medgen.commands.score_batch import score_paths
-    from medgen.data.modules import Volumes
+    from medgen.data.volumes import Volumes
     from medgen.models.anogan import scoring
     from medgen.io import write
 

@@ -6,7 +6,7 @@ Layout (DESIGN.md section 2): ``root/source/<subject>/{image,label}`` and
 Each domain is split by subject on its own (so both have validation subjects); subjects are
 named ``source/<name>`` and ``target/<name>``.
 
-Images go through the volume pipeline of :mod:`medgen.data.modules` (grid, per-volume intensity
+Images go through the volume pipeline of :mod:`medgen.data.volume_module` (grid, per-volume intensity
 normalisation, padding); label maps are resampled with nearest neighbours and must hold class
 indices ``0 .. n_classes - 1`` (0 = background).
 """
@@ -17,14 +17,14 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from medgen.data.layouts import discover_domain
-from medgen.data.modules import _VolumeModule
+from medgen.data.volume_module import VolumeDataModule
 from medgen.errors import ConfigError, InputError
 from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
 
 DOMAINS = ("source", "target")
 
 
-class DomainVolumes(_VolumeModule):
+class DomainVolumes(VolumeDataModule):
     """Labelled source and unlabelled target volumes.
 
     Train items ``{"image", "label", "target_image"}``: a source patch ``(1, *patch)``, its label
@@ -48,8 +48,9 @@ class DomainVolumes(_VolumeModule):
                  patches_per_volume: int = 8, batch_size: int = 4, val_fraction: float = 0.2, test_fraction: float = 0.0,
                  split_seed: int = 0, cache: bool = True, cache_workers: int = 1, augment: bool = False,
                  label_fraction: float = 0.33, target_labels: bool = False):
-        super().__init__(root, modality, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
-                         test_fraction, split_seed, cache, cache_workers)
+        super().__init__(root, modality=modality, spacing=spacing, patch_size=patch_size,
+                         patches_per_volume=patches_per_volume, batch_size=batch_size, val_fraction=val_fraction,
+                         test_fraction=test_fraction, split_seed=split_seed, cache=cache, cache_workers=cache_workers)
         self.n_classes = int(n_classes)
         if self.n_classes < 2:
             raise ConfigError(f"n_classes counts the background too: at least 2, got {n_classes}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset, Subset
 
 from medgen.data.layouts import discover_unpaired
-from medgen.data.modules import _VolumeModule, same_grid
+from medgen.data.volume_module import VolumeDataModule, same_grid
 from medgen.errors import ConfigError, InputError
 from medgen.transforms.intensity import MODALITIES, output_params
 from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
@@ -24,7 +24,7 @@ from medgen.transforms.patches import JoinedPatches, RandomPatches, flips
 SIDES = ("A", "B")
 
 
-class UnpairedVolumes(_VolumeModule):
+class UnpairedVolumes(VolumeDataModule):
     """Volumes of two domains ``A`` and ``B``.
 
     Train items ``{"A", "B"}``: a patch ``(1, *patch)`` of an A volume and one of a random B volume
@@ -42,8 +42,9 @@ class UnpairedVolumes(_VolumeModule):
     def __init__(self, root, modality_a: str = "mr", modality_b: str = "ct", spacing="auto", patch_size=(32, 32, 32),
                  patches_per_volume: int = 8, batch_size: int = 1, val_fraction: float = 0.2, test_fraction: float = 0.0,
                  split_seed: int = 0, cache: bool = True, cache_workers: int = 1, augment: bool = False):
-        super().__init__(root, modality_a, spacing, patch_size, patches_per_volume, batch_size, val_fraction,
-                         test_fraction, split_seed, cache, cache_workers)
+        super().__init__(root, modality=modality_a, spacing=spacing, patch_size=patch_size,
+                         patches_per_volume=patches_per_volume, batch_size=batch_size, val_fraction=val_fraction,
+                         test_fraction=test_fraction, split_seed=split_seed, cache=cache, cache_workers=cache_workers)
         if modality_b not in MODALITIES:
             raise ConfigError(f"modality_b must be one of {MODALITIES}, got {modality_b!r}")
         self.modalities = {"A": modality_a, "B": modality_b}

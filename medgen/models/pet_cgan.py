@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.data.modules import PairedVolumes
+from medgen.data.paired import PairedVolumes
 from medgen.errors import ConfigError
 from medgen.losses.adversarial import AdversarialLoss
 from medgen.models.paired import PairedTranslationModel

@@ -27,6 +27,7 @@ from typing import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from medgen.transforms.masks import foreground_mask
@@ -152,3 +153,26 @@ class NormalizeIntensityd(MapTransform):
                 d[f"{key}_intensity"] = params
             d[key] = apply_intensity(d[key], params)
         return d
+
+
+# Shared scaling: where the input passes this share of its window's top, the output blends into the
+# input itself (all of it at the top and above), which the model's range cannot represent.
+PASS_THROUGH_FROM = 0.9
+
+
+def pass_through_above(output, reference, high: float, start: float = PASS_THROUGH_FROM) -> MetaTensor:
+    """``output`` where ``reference`` (the input, same grid and units) is below ``start * high``,
+    the input itself from ``high`` up, a linear blend between.
+
+    Why: model space ends at the window's top (2 x p99.5 of the input's body for PET), so a model
+    can neither see nor produce more: whole-body PET's bladder, kidneys and hottest lesions would
+    come back capped there, and with them the SUVmax a reader measures. Where the input is that
+    hot it also holds the most counts, so the measurement itself is the estimate with the least
+    relative noise. Brain PET stays below: the benchmark's volumes peak at 0.61-0.84 of the top.
+    """
+    ref = (reference.as_tensor() if isinstance(reference, MetaTensor) else torch.as_tensor(reference)).float()
+    weight = torch.nan_to_num(((ref - start * high) / ((1.0 - start) * high)).clamp(0.0, 1.0), nan=0.0)
+    if not bool((weight > 0).any()):
+        return output
+    blended = output.as_tensor() * (1.0 - weight) + ref * weight
+    return MetaTensor(blended, affine=output.affine, meta=dict(output.meta))

@@ -6,7 +6,8 @@ import torch
 from monai.data import MetaTensor
 from torch.utils.data import DataLoader
 
-from medgen.data.modules import PairedVolumes, Volumes
+from medgen.data.paired import PairedVolumes
+from medgen.data.volumes import Volumes
 from medgen.data.phantoms import write_phantoms
 from medgen.errors import InputError
 from medgen.io import read, write
@@ -261,7 +262,7 @@ def test_pet_pair_in_different_units_is_refused_naming_the_subject(tmp_path):
 
 
 def test_caching_more_than_the_free_memory_is_announced(tmp_path, caplog, monkeypatch):
-    import medgen.data.modules as modules
+    import medgen.data.volume_module as modules
 
     free = modules.available_memory()
     assert free is None or free > 2**20  # this machine's own answer: a plausible number of bytes

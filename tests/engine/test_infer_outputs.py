@@ -49,7 +49,7 @@ def test_map_names_tell_scans_with_the_same_file_name_apart(tmp_path):
 def test_label_outputs_are_resampled_nearest_and_written_as_integers(tmp_path):
     import torch
 
-    from medgen.data.modules import Volumes
+    from medgen.data.volumes import Volumes
     from medgen.inference import infer_path
     from medgen.io import read, write
 

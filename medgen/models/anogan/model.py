@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.data.modules import Volumes
+from medgen.data.volumes import Volumes
 from medgen.errors import ConfigError
 from medgen.losses.adversarial import AdversarialLoss, gradient_penalty
 from medgen.models.base import GenerativeModel
