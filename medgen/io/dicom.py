@@ -5,6 +5,10 @@ Files are recognised by content (the 'DICM' marker at byte 128, or a pydicom par
 named .dcm/.ima/<number>/<no suffix>), never by extension alone. Slices are ordered by their
 position along the slice normal, and RescaleSlope/Intercept is applied per slice (CT in HU,
 PET in its unit). Only modality and series description leave this module: no patient tags.
+
+Why one file of ~500 lines: reading a series, a multi-frame file and checking both against
+their pixel data share the geometry and integrity checks (the hostile-input corpus of
+tests/io runs through all of them); split, each part would need the others' internals.
 """
 
 from __future__ import annotations
