@@ -57,7 +57,7 @@ def infer_path(model, data, path_or_volume) -> torch.Tensor:
     from medgen.io import read
 
     volume = read(path_or_volume) if isinstance(path_or_volume, (str, Path)) else path_or_volume
-    x, state = data.preprocess(volume)
+    x, state = data.preprocess(volume, **model.input_options())
     device = model.device
     model.eval()
     with torch.no_grad():
@@ -69,7 +69,11 @@ def infer_path(model, data, path_or_volume) -> torch.Tensor:
         return labels.round().to(torch.int16)
     if kind != "image":
         raise ValueError(f"{type(model).__name__}.output_kind {kind!r} is not 'image' or 'label'")
-    return data.postprocess(out, state)
+    result = data.postprocess(out, state)
+    # What the output is (an MR translated to CT: "ct"), for a DICOM copy of the input's header.
+    params = state.get("output_params") if isinstance(state, dict) else None
+    result.meta["medgen_modality"] = params.get("modality") if isinstance(params, dict) else None
+    return result
 
 
 def infer_table(model, data, input_path: str | Path, output_dir: str | Path) -> list[Path]:
@@ -149,7 +153,8 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
             from medgen.io.dicom_write import write_dicom_like
 
             stem = name[: -len(".nii.gz")]
-            written.append(write_dicom_like(out_dir / f"{stem}_dicom", result, volume, path, dicom_description))
+            written.append(write_dicom_like(out_dir / f"{stem}_dicom", result, volume, path, dicom_description,
+                                            modality=result.meta.get("medgen_modality")))
     return written
 
 

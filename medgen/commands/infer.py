@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dicom", action="store_true",
                         help="also write each output as a DICOM series (<name>_<task>_dicom/) mirroring its DICOM series input: "
                              "same patient, study and geometry, a new derived series")
+    parser.add_argument("--direction", default=None, metavar="DIRECTION",
+                        help="for a two-way model, which way to translate (cyclegan: AtoB, the default, or BtoA); "
+                             "the output is in the target side's units (HU for CT)")
     add_run_options(parser)
 
 
@@ -30,7 +33,11 @@ def run(args) -> int:
 
     from medgen.models.registry import get_model_class
 
-    table = get_model_class(args.task).output_kind == "table"
+    cls = get_model_class(args.task)
+    table = cls.output_kind == "table"
+    if args.direction is not None and args.direction not in cls.directions:
+        raise ConfigError(f"--direction {args.direction}: " + (f"{args.task} has directions {', '.join(cls.directions)}"
+                                                               if cls.directions else f"{args.task} translates one way only"))
     if table and args.dicom:
         raise ConfigError(f"--dicom: {args.task} writes tables, not images")
     if not table:
@@ -40,6 +47,8 @@ def run(args) -> int:
     model, data, config, ckpt = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != args.task:
         raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
+    if args.direction is not None:
+        model.direction = args.direction
     if table:
         for path in infer_table(model, data, args.input, args.output):
             print(path)

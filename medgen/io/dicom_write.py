@@ -50,11 +50,20 @@ def _int16(values: np.ndarray, rescale: bool) -> tuple[np.ndarray, float]:
     return np.round(finite / slope).astype(np.int16), slope
 
 
-def write_dicom_like(out_dir, volume, reference, source, description: str, series: str | None = None) -> Path:
+# medgen modality scheme -> (DICOM Modality, the image storage SOP class a viewer files it under)
+_IMAGE_KINDS = {"ct": ("CT", "1.2.840.10008.5.1.4.1.1.2"), "mr": ("MR", "1.2.840.10008.5.1.4.1.1.4")}
+
+
+def write_dicom_like(out_dir, volume, reference, source, description: str, series: str | None = None,
+                     modality: str | None = None) -> Path:
     """Write ``volume`` -- canonical (RAS) voxel order on ``reference``'s grid, as
     :func:`medgen.io.write` takes it -- as a DICOM series mirroring the series in folder
     ``source`` that ``reference = medgen.io.read(source)`` came from. Atomic: the folder
-    ``out_dir`` appears complete or not at all (an existing one is replaced)."""
+    ``out_dir`` appears complete or not at all (an existing one is replaced).
+
+    ``modality``: what the output is in medgen's schemes (``"ct"``, ``"mr"``, ...) when it is not
+    what the input was -- an MR translated to CT is written as CT images (Modality, SOP class,
+    rescale tags in HU), so a viewer windows it as CT; ``None`` or the input's own: as the input."""
     source, out_dir = Path(source), Path(out_dir)
     chosen = _choose_series(source, list_series(source), series)
     if _multi_frame(chosen):
@@ -66,6 +75,9 @@ def write_dicom_like(out_dir, volume, reference, source, description: str, serie
     if data.shape != (int(first.Columns), int(first.Rows), len(order)):
         raise InputError(source, f"output of shape {list(data.shape)} does not match the series "
                                  f"({int(first.Columns)} x {int(first.Rows)} x {len(order)})")
+    kind = _IMAGE_KINDS.get(modality or "")
+    if kind is not None and str(first.get("Modality", "")) == kind[0]:
+        kind = None  # the input's own modality: mirror it as it is
     series_uid = generate_uid()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -73,6 +85,15 @@ def write_dicom_like(out_dir, volume, reference, source, description: str, serie
         for k, i in enumerate(order):
             ds = pydicom.dcmread(chosen.files[i], force=True)
             rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds  # CT, PET: the modality LUT
+            if kind is not None:
+                ds.Modality, ds.SOPClassUID = kind
+                rescale = kind[0] == "CT"  # HU through the modality LUT, as a CT viewer expects
+                if rescale:
+                    ds.RescaleType = "HU"
+                else:
+                    for name in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+                        if name in ds:
+                            delattr(ds, name)
             pixels, slope = _int16(data[:, :, k].T, rescale)
             for name in _STALE:
                 if name in ds:

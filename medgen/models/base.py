@@ -27,7 +27,11 @@ Class attributes a model sets:
   have the input's columns and go back to its units through the data module: ``"input"``, and
   which are new features: ``"features"``);
 * ``value_range`` — the model-space intensity range, which fixes the metrics' ``data_range``;
-* ``best_metric`` — default metric for ``best.pt`` (``trainer.best_metric`` overrides it).
+* ``best_metric`` — default metric for ``best.pt`` (``trainer.best_metric`` overrides it);
+* ``directions`` — the translation directions ``medgen infer --direction`` offers, the first the
+  default (CycleGAN: ``("AtoB", "BtoA")``); the instance's ``direction`` says which ``infer``
+  runs, and ``input_options()`` gives ``data.preprocess`` the matching keywords (which side an
+  input is from). Empty: the model translates one way and ``--direction`` is an error.
 
 The engine wires ``optimizer_step`` to its own implementation (AMP scaler, gradient clipping,
 gradient averaging across processes); without an engine (unit tests) a plain step is used.
@@ -50,6 +54,7 @@ class GenerativeModel(nn.Module):
     table_outputs: ClassVar[dict[str, str]] = {}  # output_kind "table": name -> "input" | "features"
     value_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     best_metric: ClassVar[str] = "val/psnr"
+    directions: ClassVar[tuple[str, ...]] = ()
     task: ClassVar[str] = ""  # set by @register_model
 
     def __init__(self) -> None:
@@ -79,6 +84,11 @@ class GenerativeModel(nn.Module):
         """ConfigError if the networks cannot take training patches of ``patch_size`` (called
         when the model is built, before any step: a depth that does not fit a patch would
         otherwise fail at the first step that uses it, minutes into a run)."""
+
+    def input_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``data.preprocess`` for an inference input (e.g. the side of a
+        two-domain model's ``direction``); none by default."""
+        return {}
 
     def may_be_best(self) -> bool:
         """Whether the weights as they are now may become ``best.pt`` (checked at validation).
