@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_md import machine, write_section
+from common import logger, machine, train_run, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "anogan-cpu.yaml"
@@ -54,8 +54,7 @@ QUICK = dict(size=32, n_train=4, n_test=4, n_calib=2, train_minutes=0.6,
 KEY = "flair"
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = logger("anogan bench")
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -76,21 +75,10 @@ def phantom_sets(work: Path, p: dict) -> dict[str, Path]:
 def train(work: Path, root: Path, name: str, minutes: float, extra: list[str]) -> Path:
     """``medgen train anogan --config configs/anogan-cpu.yaml data.root=ROOT trainer.max_minutes=M
     [extra]`` (the last 30 % of the minutes train the encoder), in the benchmark's own store."""
-    from medgen.config import load_config
-    from medgen.engine import train as engine_train
-
-    overrides = [
-        f"data.root={root}", f"trainer.max_minutes={minutes}", *extra,
-        # where it is stored and what it is called: no effect on training
-        f"trainer.checkpoint_dir={work / 'checkpoints'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-        "tracking.experiment=anogan-benchmark", f"tracking.run_name={name}", "trainer.progress=false",
-    ]
-    config = load_config(CONFIG, overrides, task="anogan")
-    log(f"train {name}: {' '.join(overrides)}")
-    t0 = time.monotonic()
-    run_id = engine_train(config, report=log)
-    log(f"train {name}: run {run_id} in {(time.monotonic() - t0) / 60:.1f} min")
-    return work / "checkpoints" / run_id / "last.pt"
+    log(f"train {name}: data.root={root} trainer.max_minutes={minutes} {' '.join(extra)}")
+    info = train_run("anogan", root, work, name, minutes, extra, config=CONFIG, report=log)
+    log(f"train {name}: run {info['run_id']} in {info['wall_min']:.1f} min")
+    return info["checkpoint_dir"] / "last.pt"
 
 
 def load_config_patch() -> list[int]:
@@ -164,7 +152,6 @@ def time_brain_volume(model, data, p: dict) -> tuple[float, str]:
     else:
         from monai.data import MetaTensor
 
-        from medgen.data.phantoms import make_subject  # noqa: F401 - fall back to a 1 mm phantom
         from medgen.data.anatomy import grid_affine, make_anatomy
         from medgen.data.render import render_mr
 

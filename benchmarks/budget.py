@@ -30,19 +30,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from results_md import machine, mean_se, write_section
+from common import logger, machine, mean_se, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 OFF = ["trainer.fid_slices=0", "trainer.val_every=100000000", "trainer.checkpoint_every=100000000",
        "trainer.val_images=false", "tracking.log_model=false", "tracking.register_model=false"]
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] [budget] {msg}", flush=True)
+log = logger("budget")
 
 
 def medgen(args: list[str], cwd: Path, core: int | None, log_file: Path) -> subprocess.Popen:

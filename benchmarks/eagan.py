@@ -32,11 +32,10 @@ import argparse
 import datetime
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from results_md import machine, mean_se, write_section
+from common import logger, machine, mean_se, save_nifti, train_run, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "eagan-cpu.yaml"
@@ -46,15 +45,8 @@ LUT_BINS = 256
 MNI_T2 = {"csf": 1.0, "gm": 0.55, "wm": 0.35}
 
 
-def log(msg: str) -> None:
-    print(f"[eagan bench] {msg}", flush=True)
-
-
-def save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(array, np.float32), affine), str(path))
+log = logger("eagan bench")
+save = save_nifti
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -147,18 +139,8 @@ def lut_metrics(lut: np.ndarray, items: list[dict]) -> dict[str, list[float]]:
 # --- models ----------------------------------------------------------------------------------
 def train_variant(name: str, root: Path, work: Path, minutes: float, extra: list[str]) -> dict:
     """``medgen train eagan --config configs/eagan-cpu.yaml data.root=ROOT trainer.max_minutes=M [extra]``."""
-    from medgen.config import load_config
-    from medgen.engine import train
-
-    overrides = [f"data.root={root}", f"trainer.max_minutes={minutes}", *extra,
-                 f"trainer.checkpoint_dir={work / 'ckpt' / name}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-                 "tracking.experiment=eagan-benchmark", f"tracking.run_name={name}", "trainer.progress=false"]
-    t0 = time.time()
-    reports: list[str] = []
-    run_id = train(load_config(CONFIG, overrides, task="eagan"), report=reports.append)
-    info = {"run_id": run_id, "wall_min": (time.time() - t0) / 60,
-            "time": next((r for r in reports if r.startswith("time:")), "")}
-    log(f"{name}: trained {info['wall_min']:.1f} min, run {run_id}; {info['time']}")
+    info = train_run("eagan", root, work, name, minutes, extra, config=CONFIG)
+    log(f"{name}: trained {info['wall_min']:.1f} min, run {info['run_id']}; {info['time']}")
     return info
 
 

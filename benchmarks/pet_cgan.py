@@ -46,12 +46,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from results_md import RESULTS, machine, write_section
+from common import RESULTS, logger, machine, train_run, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "pet-cgan-cpu.yaml"
@@ -64,6 +63,7 @@ DOSE_FRACTION = 0.25
 # What the L1-only ablation changes in the CPU config: no discriminator, and the paper's L1 with
 # its λ (the config's c-GAN uses MSE; see configs/pet-cgan-cpu.yaml).
 ABLATION = ["model.adversarial=false", "model.content_loss=l1", "model.lambda_l1=300"]
+log = logger("pet-cgan bench")
 
 
 @dataclass
@@ -250,27 +250,10 @@ def fit_sigma(train: list[Subject]) -> float:
 def train_model(name: str, root: Path, workdir: Path, minutes: float, extra: list[str]) -> tuple[str, dict]:
     """One run of ``medgen train pet-cgan --config configs/pet-cgan-cpu.yaml data.root=ROOT
     trainer.max_minutes=MINUTES [extra]``, logged to the benchmark's own MLflow store."""
-    from medgen.config import load_config
-    from medgen.engine import train
-
-    overrides = [
-        f"data.root={root}",
-        f"trainer.max_minutes={minutes}",
-        *extra,
-        # where it is stored and what it is called: no effect on training
-        f"trainer.checkpoint_dir={workdir / name}",
-        f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
-        "tracking.experiment=pet-cgan-benchmark",
-        f"tracking.run_name={name}",
-        "trainer.progress=false",
-    ]
-    t0 = time.time()
-    reports = []
-    run_id = train(load_config(CONFIG, overrides, task="pet-cgan"), report=reports.append)
-    info = {"run_id": run_id, "wall_min": (time.time() - t0) / 60, "time": next((r for r in reports if r.startswith("time:")), ""),
-            **validation_curve(run_id, workdir)}
-    print(f"[pet-cgan bench] {name}: trained {info['wall_min']:.1f} min, run {run_id}; {info['time']}", flush=True)
-    return run_id, info
+    info = train_run("pet-cgan", root, workdir, name, minutes, extra, config=CONFIG)
+    info.update(validation_curve(info["run_id"], workdir))
+    log(f"{name}: trained {info['wall_min']:.1f} min, run {info['run_id']}; {info['time']}")
+    return info["run_id"], info
 
 
 def validation_curve(run_id: str, workdir: Path) -> dict:
@@ -369,8 +352,8 @@ def run_experiment(label: str, anatomies, n_test: int, target_db: float, minutes
     write_pairs(root, train_s)
     write_pairs(held, test_s)
     sigma = fit_sigma(train_s)
-    print(f"[pet-cgan bench] {label}: counts {counts:.3g}, {len(train_s)} train / {len(test_s)} held-out, "
-          f"Gaussian sigma {sigma} vox", flush=True)
+    log(f"{label}: counts {counts:.3g}, {len(train_s)} train / {len(test_s)} held-out, "
+        f"Gaussian sigma {sigma} vox")
 
     runs = {}
     estimates = {}
@@ -517,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(format_result(r), flush=True)
         elif not args.skip_mni:
-            print(f"[pet-cgan bench] {MNI_DIR} not found: MNI152 part skipped", flush=True)
+            log(f"{MNI_DIR} not found: MNI152 part skipped")
     header = [
         "## pet-cgan — full-dose PET from 1/4-dose PET (Wang et al. 2018)",
         "",
@@ -550,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         json_path.write_text(json.dumps(results, indent=2, default=str))
     if not args.quick and not args.no_write:
         write_section("pet-cgan", text)
-        print(f"[pet-cgan bench] wrote {RESULTS}", flush=True)
+        log(f"wrote {RESULTS}")
     return 0
 
 

@@ -34,12 +34,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from results_md import machine, mean_se, write_section
+from common import logger, machine, mean_se, train_run, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tybalt-cpu.yaml"
@@ -51,11 +50,9 @@ K = 5  # the model's default knn_neighbors
 SEPARATION = 0.7
 
 
-def log(msg: str) -> None:
-    print(f"[tybalt bench] {msg}", flush=True)
+log = logger("tybalt bench")
 
 
-# --- tables ------------------------------------------------------------------------------------
 def read_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     from medgen.data.expression_io import read_expression, read_labels
 
@@ -110,23 +107,11 @@ def tables(work: Path, quick: bool) -> dict[str, dict]:
 
 # --- one fold ---------------------------------------------------------------------------------
 def train_fold(name: str, root: Path, work: Path, minutes: float, extra: list[str]) -> dict:
-    from medgen.config import load_config
-    from medgen.engine import train
-
-    overrides = [f"data.root={root}", f"trainer.max_minutes={minutes}", *extra,
-                 f"trainer.checkpoint_dir={work / 'ckpt' / name}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-                 "tracking.experiment=tybalt-benchmark", f"tracking.run_name={name}", "trainer.progress=false",
-                 "tracking.register_model=false"]
-    reports: list[str] = []
-    t0 = time.time()
-    run_id = train(load_config(CONFIG, overrides, task="tybalt"), report=reports.append)
-    wall = time.time() - t0
-    line = next((r for r in reports if r.startswith("time:")), "")
-    epochs = int(line.rsplit(" in ", 1)[1].split()[0]) if " in " in line else 0
-    train_share = float(line.split("train ", 1)[1].split(" %")[0]) / 100 if "train " in line else float("nan")
-    log(f"{name}: {wall:.0f} s, run {run_id}; {line}")
-    return {"run_id": run_id, "wall_s": wall, "epochs": epochs,
-            "train_s_per_epoch": wall * train_share / max(1, epochs)}
+    info = train_run("tybalt", root, work, name, minutes, ["tracking.register_model=false", *extra], config=CONFIG)
+    wall = info["wall_min"] * 60
+    log(f"{name}: {wall:.0f} s, run {info['run_id']}; {info['time']}")
+    return {"run_id": info["run_id"], "wall_s": wall, "epochs": info["epochs"],
+            "train_s_per_epoch": wall * info["train_share"] / max(1, info["epochs"])}
 
 
 def score_fold(run_id: str, work: Path, train_dir: Path, test_dir: Path) -> dict[str, float]:
