@@ -602,9 +602,12 @@ class Trainer:
         if not tr.log_model or type(self.tracker) is Tracker:
             return
         try:
-            network = self.model.exported_network()
+            networks = self.model.exported_networks()
         except NotImplementedError:
             return
-        network = copy.deepcopy(network).cpu().eval()
-        self.tracker.log_model(network, "model", registered_name=self.config.task if tr.register_model else None)
+        for name, network in networks.items():
+            # one network: "model", registered as the task; several: each by its name (cyclegan-G_AB)
+            registered = self.config.task if name == "model" else f"{self.config.task}-{name}"
+            self.tracker.log_model(copy.deepcopy(network).cpu().eval(), name,
+                                   registered_name=registered if tr.register_model else None)
 

@@ -9,7 +9,8 @@ A model subclasses :class:`GenerativeModel` and implements
 * ``validation_step(batch) -> dict[str, Tensor | float]`` — whole-volume outputs in model space:
   image tensors ``(B, C, *spatial)`` named as in ``metric_pairs``, and optional scalar metrics;
 * ``infer(x) -> Tensor`` — a whole volume ``(B, C, *spatial)`` in model space to its output;
-* ``exported_network() -> nn.Module`` — what is logged/registered as the MLflow model.
+* ``exported_network() -> nn.Module`` — what is logged/registered as the MLflow model
+  (``exported_networks()`` names several, e.g. CycleGAN's two generators).
 
 Class attributes a model sets:
 
@@ -113,6 +114,11 @@ class GenerativeModel(nn.Module):
 
     def exported_network(self) -> nn.Module:
         raise NotImplementedError
+
+    def exported_networks(self) -> dict[str, nn.Module]:
+        """The MLflow models to log, by name: ``{"model": exported_network()}`` unless a model
+        has several (each is logged under its name and registered as ``<task>-<name>``)."""
+        return {"model": self.exported_network()}
 
     def save_validation_figure(self, out: dict[str, Any], batch: dict[str, Any], path, title: str | None) -> None:
         """Draw the first validation item's figure at ``path`` (PNG) when ``validation_step``

@@ -251,6 +251,10 @@ class CycleGAN(SlidingWindowInference, GenerativeModel):
         """The generator of ``direction`` (the logged model: G_AB, the default direction)."""
         return self.G_AB if self.direction == "AtoB" else self.G_BA
 
+    def exported_networks(self) -> dict[str, nn.Module]:
+        """Both generators, logged as ``G_AB`` and ``G_BA`` (registered ``cyclegan-G_AB`` ...)."""
+        return {"G_AB": self.G_AB, "G_BA": self.G_BA}
+
     @contextlib.contextmanager
     def directed(self, direction: str):
         if direction not in self.directions:

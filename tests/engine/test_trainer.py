@@ -288,3 +288,24 @@ def test_local_checkpoints_false_keeps_mlflows_copy_only(tmp_path):
     assert ckpt["epoch"] in (1, 2)
     with pytest.raises(ConfigError, match="local_checkpoints"):
         train(toy_config(trainer={"max_epochs": 1, "local_checkpoints": False}, tracking={"enabled": False}))
+
+
+def test_a_model_with_several_exported_networks_logs_each_by_name(monkeypatch):
+    import toy
+
+    from medgen.tracking.base import Tracker
+
+    logged = []
+
+    class Recording(Tracker):
+        def log_model(self, network, name, registered_name=None):
+            logged.append((name, registered_name, type(network).__name__, next(network.parameters()).device.type))
+
+    model = toy.ToyModel()
+    cfg = toy_config(tracking={"log_model": True, "register_model": True})
+    Trainer(cfg, model, toy.ToyData(), tracker=Recording()).fit()
+    assert logged == [("model", "toy", "Sequential", "cpu")]  # one network: "model", registered as the task
+    logged.clear()
+    monkeypatch.setattr(toy.ToyModel, "exported_networks", lambda self: {"G_AB": self.G, "G_BA": self.G})
+    Trainer(cfg, toy.ToyModel(), toy.ToyData(), tracker=Recording()).fit()
+    assert [(n, r) for n, r, *_ in logged] == [("G_AB", "toy-G_AB"), ("G_BA", "toy-G_BA")]
