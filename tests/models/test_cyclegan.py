@@ -92,11 +92,11 @@ def test_one_step_logs_the_losses_with_the_papers_weights():
 
 def test_the_cycle_loss_falls_on_a_tiny_problem():
     torch.manual_seed(0)
-    model = CycleGAN(lr=2e-3, lambda_identity=0.0, **TINY)
-    batch = _batch(size=16)
+    model = CycleGAN(spatial_dims=2, lr=2e-3, lambda_identity=0.0, **TINY)  # 2D: the same code, 20x cheaper
+    batch = _batch(dims=2, size=32)
     logs = [model.training_step(batch, step) for step in range(40)]
     for key in ("g_cycle_a", "g_cycle_b"):  # the last steps' mean: a GAN's losses jitter step to step
-        assert sum(log[key] for log in logs[-5:]) / 5 < 0.6 * logs[0][key], key
+        assert sum(log[key] for log in logs[-5:]) / 5 < 0.5 * logs[0][key], key
 
 
 def test_ct_window_round_trips_to_exact_hu_and_mr_comes_back_in_the_learned_window(tmp_path):
