@@ -140,7 +140,7 @@ class DANNSeg(SlidingWindowInference, GenerativeModel):
         dropout: float = 0.0,
         domain_layers: str | Sequence[int] = "all",
         classifier_channels: Sequence[int] = (64, 64),
-        classifier_norm: str | None = None,
+        classifier_norm: str | None = "batch",
         lambda_schedule: str = "ganin",
         lambda_max: float = 1.0,
         lambda_ramp: float = 1.0,
@@ -203,6 +203,13 @@ class DANNSeg(SlidingWindowInference, GenerativeModel):
         if self.C is None:
             return 0.0
         return lambda_at(self.progress, self.lambda_schedule, self.lambda_max, self.lambda_ramp)
+
+    def extra_state(self) -> dict[str, Any]:
+        # the share of the run trained, so that `medgen evaluate` reports the λ the run ended at
+        return {"progress": float(self.progress)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.progress = float(state.get("progress", self.progress))
 
     # --- optimisers and steps -----------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
