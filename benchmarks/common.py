@@ -80,13 +80,15 @@ def write_section(task: str, text: str, path: Path = RESULTS) -> None:
     """Replace `task`'s generated section of `path` (append it when missing), atomically."""
     start, end = f"<!-- {task}:start -->", f"<!-- {task}:end -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    # UTF-8 whatever the locale: a benchmark started under nohup or cron may have LANG=C, and the
+    # file holds ±, →, … (an ASCII read lost a 72-minute run's section at its very end)
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     if start in old and end in old:
         new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
+    tmp.write_text(new, encoding="utf-8")
     os.replace(tmp, path)
 
 
