@@ -60,6 +60,9 @@ def test_label_outputs_are_resampled_nearest_and_written_as_integers(tmp_path):
         def infer(self, x):
             return (x > 0).float()
 
+        def input_options(self):  # the contract's hook (GenerativeModel): no options
+            return {}
+
     scan = tmp_path / "s" / "t1.nii.gz"
     scan.parent.mkdir()
     data = np.zeros((20, 18, 10), np.float32)
