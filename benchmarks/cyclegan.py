@@ -270,7 +270,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=12.0, help="training minutes per variant")
-    p.add_argument("--dims", default="3", help="variants: 3, 2 or 3,2")
+    p.add_argument("--dims", default="slices", help="variants, comma-separated: slices (the shipped CPU config), "
+                                                    "3 (32^3 patches), 2 (2D slice files)")
     p.add_argument("--train-subjects", type=int, default=6, help="per side (A and B are different subjects)")
     p.add_argument("--heldout", type=int, default=5)
     p.add_argument("--size", type=int, default=48)
@@ -311,11 +312,15 @@ def main(argv=None) -> int:
     rows, infos, per_subject = {}, {}, {}
     tmp = work / "infer"
     tmp.mkdir(parents=True, exist_ok=True)
-    for dims in (int(d) for d in args.dims.split(",") if d.strip() not in ("", "none")):
-        name = f"CycleGAN {dims}D"
-        extra = [] if dims == 3 else [f"data.patch_size=[{args.size},{args.size}]", "model.spatial_dims=2"]
+    # variants: "slices" = the shipped CPU config as it is (2D networks on the slices of the 3D
+    # volumes); "3" = 3D patches of 32^3; "2" = a folder of 2D single-slice files
+    variants = {"slices": ("CycleGAN slices (shipped)", 3, []),
+                "3": ("CycleGAN 3D", 3, ["data.patch_size=[32,32,32]", "model.spatial_dims=3"]),
+                "2": ("CycleGAN 2D", 2, [f"data.patch_size=[{args.size},{args.size}]", "model.spatial_dims=2"])}
+    for key in (d.strip() for d in args.dims.split(",") if d.strip() not in ("", "none")):
+        name, dims, extra = variants[key]
         root = write_training(work / f"train{dims}d", a_subjects, b_subjects, dims)
-        infos[name] = train_variant(name.replace(" ", "-"), root, work, args.minutes, extra)
+        infos[name] = train_variant(name.split(" (")[0].replace(" ", "-"), root, work, args.minutes, extra)
         preds = [translate(infos[name]["run_id"], work, s, dims, tmp) for s in test]
         per = [scores(p_, s) for p_, s in zip(preds, test)]
         per_subject[name] = per

@@ -86,10 +86,15 @@ def _check_spatial_dims(model_cls: type, config: Config, data) -> None:
     param = inspect.signature(model_cls).parameters.get("spatial_dims")
     if patch is None or param is None:
         return
+    from medgen.models.slices import is_slice_mode
+
     dims = config.model.get("spatial_dims", param.default)
+    if dims is not inspect.Parameter.empty and is_slice_mode(int(dims), patch):
+        return  # a 2D network on the slices of volumes: data.patch_size [X, Y, 1]
     if dims is not inspect.Parameter.empty and int(dims) != len(patch):
         raise ConfigError(f"model.spatial_dims={dims} but data.patch_size={list(patch)} has {len(patch)} "
-                          f"entries; give both the same number of dimensions")
+                          f"entries; give both the same number of dimensions (or data.patch_size=[X,Y,1] for a 2D model "
+                          f"on the slices of volumes)")
 
 
 def train(config: Config, report: Callable[[str], None] | None = None) -> str:

@@ -44,6 +44,7 @@ from medgen.engine.clock import TrainingClock
 from medgen.engine.distributed import DistEnv
 from medgen.engine.schedules import make_scheduler
 from medgen.engine.validation import evaluate_volumes, to_device
+from medgen.models.slices import is_slice_mode, squeeze_slices
 from medgen.errors import ConfigError, InputError, TrainingError
 from medgen.tracking.base import Tracker
 
@@ -166,6 +167,8 @@ class Trainer:
         model._autocast = self._autocast
         model.max_epochs = self.max_epochs
         model.max_minutes = self.cfg.max_minutes
+        # a 2D model on the slices of volumes gets its single-slice patches as 2D images
+        self._slices = is_slice_mode(getattr(model, "spatial_dims", None), getattr(model, "roi_size", None))
 
     def _optimizer_step(self, names: str | tuple[str, ...], loss: torch.Tensor) -> None:
         """Zero grads, one backward (scaled), average across ranks, unscale, clip and step each
@@ -500,6 +503,8 @@ class Trainer:
                 if batch is None:
                     break
                 batch = to_device(batch, self.device)
+                if self._slices:
+                    batch = squeeze_slices(batch)
             self.model.progress = self.clock.step_progress(epoch, i, steps)
             with phase("train"):
                 self._bad_step = None

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from medgen.errors import ConfigError
 from medgen.models.base import GenerativeModel
+from medgen.models.slices import SliceNetwork, is_slice_mode
 from medgen.models.tta import flip_ensemble
 from medgen.transforms.masks import foreground_box
 from medgen.transforms.spatial import window_count
@@ -37,12 +38,17 @@ class SlidingWindowInference:
     def window_divisor(self) -> int:
         return 1
 
+    @property
+    def slice_mode(self) -> bool:
+        """A 2D network on the slices of 3D volumes (:mod:`medgen.models.slices`)."""
+        return is_slice_mode(self.spatial_dims, self.roi_size)
+
     def _roi(self) -> tuple[int, ...]:
         roi = tuple(self.roi_size) if self.roi_size is not None else (32,) * self.spatial_dims
-        if len(roi) != self.spatial_dims:
+        if len(roi) != self.spatial_dims and not self.slice_mode:
             raise ConfigError(f"sliding-window ROI {roi} does not have {self.spatial_dims} dimensions")
         div = self.window_divisor()
-        if any(r % div for r in roi):
+        if any(r % div for r in roi[: self.spatial_dims]):
             raise ConfigError(f"data.patch_size {roi} must be multiples of {div} for model.channels")
         return roi
 
@@ -73,7 +79,7 @@ class SlidingWindowInference:
             mode="gaussian",
             padding_mode="replicate",
         )
-        net = self.exported_network()
+        net = SliceNetwork(self.exported_network()) if self.slice_mode else self.exported_network()
         flips = self.flip_ensemble and not self.periodic_validation
         passes = 2 ** self.spatial_dims if flips else 1
         batches = math.ceil(window_count(x.shape[2:], inferer.roi_size, self.sw_overlap) / self.sw_batch_size)
@@ -89,7 +95,9 @@ class SlidingWindowInference:
             return inferer(v, counted).float()
 
         with self.autocast(), bar:
-            return flip_ensemble(estimate, x, self.spatial_dims) if flips else estimate(x)
+            if not flips:
+                return estimate(x)
+            return flip_ensemble(estimate, x, self.spatial_dims, axes=(2, 3) if self.slice_mode else None)
 
 
 class PairedTranslationModel(SlidingWindowInference, GenerativeModel):
@@ -157,6 +165,7 @@ class PairedTranslationModel(SlidingWindowInference, GenerativeModel):
                 raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
 
     def check_patch(self, patch_size) -> None:
+        patch_size = list(patch_size)[: self.spatial_dims]  # slice mode: [X, Y, 1] -> the 2D network's [X, Y]
         div = self.window_divisor()
         if any(int(p) % div for p in patch_size):
             raise ConfigError(f"data.patch_size {list(patch_size)} must be multiples of {div} for the generator's "

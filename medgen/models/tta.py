@@ -14,9 +14,11 @@ from typing import Callable
 import torch
 
 
-def flip_ensemble(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-    """Mean of ``flip⁻¹(fn(flip(x)))`` over every subset of the ``spatial_dims`` last axes."""
-    axes = list(range(x.ndim - spatial_dims, x.ndim))
+def flip_ensemble(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, spatial_dims: int,
+                  axes: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of ``flip⁻¹(fn(flip(x)))`` over every subset of the ``spatial_dims`` last axes (or of
+    ``axes``: the in-plane axes of a volume translated slice by slice)."""
+    axes = list(axes) if axes is not None else list(range(x.ndim - spatial_dims, x.ndim))
     total = None
     count = 0
     for r in range(len(axes) + 1):
