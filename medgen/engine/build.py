@@ -68,13 +68,24 @@ def build_task(config: Config, setup: bool = False):
     _check_spatial_dims(model_cls, config, data)
     if setup:
         set_up_data(config, data)
-        config.model.update(data.model_settings())
+        config.model.update(_accepted(model_cls, data.model_settings()))
     model = _construct("model", model_cls, config.model)
     patch = getattr(data, "patch_size", None)
     if patch is not None:
         model.roi_size = tuple(int(p) for p in patch)
         model.check_patch(model.roi_size)
     return model, data
+
+
+def _accepted(model_cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """The data-decided model settings the model's constructor takes (a data module serves several
+    models: the CT window CycleGAN reports errors in means nothing to another model of that data)."""
+    import inspect
+
+    params = inspect.signature(model_cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(settings)
+    return {k: v for k, v in settings.items() if k in params}
 
 
 def _check_spatial_dims(model_cls: type, config: Config, data) -> None:

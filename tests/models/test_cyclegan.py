@@ -124,6 +124,7 @@ def test_ct_window_round_trips_to_exact_hu_and_mr_comes_back_in_the_learned_wind
 # --- the CLI on tiny phantoms ------------------------------------------------------------------
 TINY_OVERRIDES = [
     "model.ngf=4", "model.n_blocks=1", "model.ndf=4", "model.d_layers=1", "data.patch_size=[16,16,16]",
+    "model.spatial_dims=3",  # 3D patches (the CPU config's default is slice mode)
     "data.patches_per_volume=2", "data.batch_size=2", "data.val_fraction=0.34", "trainer.device=cpu",
     "trainer.progress=false", "trainer.val_images=false", "tracking.log_model=false",
     "tracking.register_model=false", "trainer.max_minutes=null", "model.sw_overlap=0.0",
