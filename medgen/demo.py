@@ -21,6 +21,8 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "eagan": {"layout": "paired", "minutes": 1.5},
     "anogan": {"layout": "paired", "minutes": 1.5, "set": ["data.mask_key=brain_mask"]},
     "tybalt": {"layout": "expression", "minutes": 1.0},
+    "dann-seg": {"layout": "domain", "minutes": 1.5},
+    "cyclegan": {"layout": "unpaired", "minutes": 1.5},  # the CPU config's slice mode: 2D steps
 }
 
 

@@ -14,6 +14,9 @@ TINY = {
     "eagan": ({"channels": [4, 8], "d_channels": 4, "d_layers": 1, "dropout": 0.0}, ("source", "target"), 16),
     "anogan": ({"latent_dim": 8, "generator_channels": [8, 4], "discriminator_channels": [4, 8], "n_critic": 1},
                ("image",), 16),
+    "cyclegan": ({"ngf": 4, "n_blocks": 1, "ndf": 4, "d_layers": 1}, ("A", "B"), 16),
+    "dann-seg": ({"channels": [4, 8, 8], "num_res_units": 1, "classifier_channels": [4]},
+                 ("image", "label", "target_image"), 16),
 }
 
 
@@ -54,7 +57,9 @@ def test_one_training_step_changes_the_weights(task, dims):
     torch.manual_seed(0)
     model = cls(**settings)
     model.roi_size = (side,) * dims  # what build_task sets from data.patch_size
-    batch = {k: torch.rand((2, 1) + (side,) * dims) * 2 - 1 for k in keys}
+    # images in model space [-1, 1]; label maps ("label", "target_label") as class indices 0/1
+    batch = {k: (torch.rand((2, 1) + (side,) * dims) > 0.7).float() if k.endswith("label")
+             else torch.rand((2, 1) + (side,) * dims) * 2 - 1 for k in keys}
     before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
     logs = model.training_step(batch, 0)
     assert logs and all(torch.isfinite(torch.tensor(float(v))) for v in logs.values()), logs
