@@ -29,13 +29,14 @@ def logger(tag: str) -> Callable[[str], None]:
     return log
 
 
-def save_nifti(path: Path, array, affine) -> None:
-    """A float32 NIfTI at `path` (folders created): the benchmarks' own synthetic subjects."""
+def save_nifti(path: Path, array, affine, dtype="float32") -> None:
+    """A NIfTI at `path` (folders created; float32, or e.g. ``uint8`` for label maps): the
+    benchmarks' own synthetic subjects."""
     import nibabel as nib
     import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(array, np.float32), affine), str(path))
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype), affine), str(path))
 
 
 def train_run(task: str, root: Path, work: Path, name: str, minutes: float, extra: Sequence[str] = (),
@@ -45,8 +46,8 @@ def train_run(task: str, root: Path, work: Path, name: str, minutes: float, extr
     ``work/mlflow.db``, checkpoints under ``work/ckpt/<name>/<run id>/``).
 
     Returns ``run_id``, ``tracking_uri``, ``checkpoint_dir`` (the run's folder), ``wall_min``,
-    ``time`` (the engine's line of where the time went), ``steps``, ``epochs`` and
-    ``train_share`` (of the wall time in training steps).
+    ``time`` (the engine's line of where the time went), ``steps``, ``epochs``, ``train_share``
+    (of the wall time in training steps) and ``reports`` (every line the run reported).
     """
     from medgen.config import load_config
     from medgen.engine import train
@@ -73,7 +74,7 @@ def train_run(task: str, root: Path, work: Path, name: str, minutes: float, extr
     share = float(line.split("train ", 1)[1].split(" %")[0]) / 100 if "train " in line else float("nan")
     return {"run_id": run_id, "tracking_uri": uri, "checkpoint_dir": work / "ckpt" / name / run_id,
             "wall_min": (time.time() - t0) / 60, "time": line, "steps": steps, "epochs": epochs,
-            "train_share": share}
+            "train_share": share, "reports": reports}
 
 
 def write_section(task: str, text: str, path: Path = RESULTS) -> None:

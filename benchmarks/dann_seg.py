@@ -32,26 +32,17 @@ import datetime
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from results_md import machine, mean_se, write_section
+from common import logger, machine, mean_se, save_nifti, train_run, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dann-seg-cpu.yaml"
 VARIANTS = ("source_only", "dann", "target_supervised")
 
 
-def log(msg: str) -> None:
-    print(f"[dann-seg bench] {msg}", flush=True)
-
-
-def save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
+log = logger("dann-seg bench")
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -62,8 +53,8 @@ def write_domain(root: Path, n: int, size: int, seed: int, profile: str) -> list
     for i in range(n):
         d = make_domain_subject(seed, i, size, profile)
         name = subject_name(i)
-        save(root / profile / name / "image.nii.gz", d["image"].astype(np.float32), d["affine"])
-        save(root / profile / name / "label.nii.gz", d["label"].astype(np.uint8), d["affine"])
+        save_nifti(root / profile / name / "image.nii.gz", d["image"], d["affine"])
+        save_nifti(root / profile / name / "label.nii.gz", d["label"], d["affine"], dtype="uint8")
         names.append(name)
     return names
 
@@ -83,20 +74,10 @@ def link(folder: Path, source: Path, names: list[str], label: bool = True) -> No
 def train_variant(variant: str, root: Path, work: Path, minutes: float) -> dict:
     """``medgen train dann-seg --config configs/dann-seg-cpu.yaml data.root=ROOT model.adaptation=V
     trainer.max_minutes=M`` (+ ``data.target_labels=true`` for target_supervised)."""
-    from medgen.config import load_config
-    from medgen.engine import train
-
-    extra = ["data.target_labels=true"] if variant == "target_supervised" else []
-    overrides = [f"data.root={root}", f"model.adaptation={variant}", f"trainer.max_minutes={minutes}", *extra,
-                 f"trainer.checkpoint_dir={work / 'ckpt'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-                 "tracking.experiment=dann-seg-benchmark", f"tracking.run_name={variant}", "trainer.progress=false"]
-    t0 = time.time()
-    reports: list[str] = []
-    run_id = train(load_config(CONFIG, overrides, task="dann-seg"), report=reports.append)
-    info = {"run_id": run_id, "wall_min": (time.time() - t0) / 60,
-            "time": next((r for r in reports if r.startswith("time:")), ""),
-            "best": next((r for r in reports if r.startswith("best.pt:")), "")}
-    log(f"{variant}: trained {info['wall_min']:.1f} min, run {run_id}; {info['best']}; {info['time']}")
+    extra = [f"model.adaptation={variant}"] + (["data.target_labels=true"] if variant == "target_supervised" else [])
+    info = train_run("dann-seg", root, work, variant, minutes, extra, config=CONFIG)
+    info["best"] = next((r for r in info["reports"] if r.startswith("best.pt:")), "")
+    log(f"{variant}: trained {info['wall_min']:.1f} min, run {info['run_id']}; {info['best']}; {info['time']}")
     return info
 
 
@@ -197,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         root = work / ("train-labelled" if v == "target_supervised" else "train-unlabelled")
         info[v] = train_variant(v, root, work, args.minutes)
-        folder = work / "ckpt" / info[v]["run_id"]
+        folder = info[v]["checkpoint_dir"]
         rows[v] = {"best": evaluate(folder / "best.pt", heldout), "last": evaluate(folder / "last.pt", heldout)}
         log(f"{v}: target Dice best.pt {fmt(rows[v]['best']['dice_target'])}, last.pt "
             f"{fmt(rows[v]['last']['dice_target'])}; source Dice {fmt(rows[v]['best']['dice_source'])}")
-    (work / "results.json").write_text(json.dumps({"rows": rows, "info": info}, indent=1))
+    (work / "results.json").write_text(json.dumps({"rows": rows, "info": info}, indent=1, default=str))
     if set(variants) != set(VARIANTS):
         return 0
     text = section(rows, info, args, started, args.heldout, args.heldout)
