@@ -73,7 +73,9 @@ def build_task(config: Config, setup: bool = False):
     patch = getattr(data, "patch_size", None)
     if patch is not None:
         model.roi_size = tuple(int(p) for p in patch)
-        model.check_patch(model.roi_size)
+        from medgen.models.slices import network_patch
+
+        model.check_patch(network_patch(getattr(model, "spatial_dims", None), model.roi_size))
     return model, data
 
 

@@ -184,7 +184,6 @@ class CycleGAN(SlidingWindowInference, GenerativeModel):
         return ResNetGenerator.divisor
 
     def check_patch(self, patch_size) -> None:
-        patch_size = list(patch_size)[: self.spatial_dims]  # slice mode: [X, Y, 1] -> the 2D network's [X, Y]
         if any(int(p) % ResNetGenerator.divisor for p in patch_size):
             raise ConfigError(f"data.patch_size {list(patch_size)} must be multiples of {ResNetGenerator.divisor} "
                               f"(the generators halve twice)")

@@ -305,7 +305,7 @@ class DANNSeg(SlidingWindowInference, GenerativeModel):
                 pad += [0, max(0, r - c)]
             crop = F.pad(crop, pad, value=-1.0)
         with self.autocast():
-            _, features = self.S.forward_features(crop)
+            _, features = self.S.forward_features(crop[..., 0] if self.slice_mode else crop)  # slice mode: 2D S
             return self.C([features[i] for i in self.domain_layers]).float()
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:

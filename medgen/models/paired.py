@@ -165,7 +165,6 @@ class PairedTranslationModel(SlidingWindowInference, GenerativeModel):
                 raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
 
     def check_patch(self, patch_size) -> None:
-        patch_size = list(patch_size)[: self.spatial_dims]  # slice mode: [X, Y, 1] -> the 2D network's [X, Y]
         div = self.window_divisor()
         if any(int(p) % div for p in patch_size):
             raise ConfigError(f"data.patch_size {list(patch_size)} must be multiples of {div} for the generator's "

@@ -24,6 +24,11 @@ def is_slice_mode(spatial_dims: int | None, patch_size: Sequence[int] | None) ->
     return spatial_dims == 2 and patch_size is not None and len(patch_size) == 3 and int(patch_size[-1]) == 1
 
 
+def network_patch(spatial_dims: int | None, patch_size: Sequence[int]) -> tuple[int, ...]:
+    """The patch the networks see: ``[X, Y]`` of a slice-mode ``[X, Y, 1]``, else ``patch_size``."""
+    return tuple(patch_size)[:2] if is_slice_mode(spatial_dims, patch_size) else tuple(patch_size)
+
+
 def squeeze_slices(batch: dict[str, Any]) -> dict[str, Any]:
     """Training items of single slices ``(B, C, X, Y, 1)`` as 2D images ``(B, C, X, Y)``."""
     return {k: v[..., 0] if torch.is_tensor(v) and v.ndim == 5 and v.shape[-1] == 1 else v for k, v in batch.items()}
