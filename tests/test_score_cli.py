@@ -145,7 +145,7 @@ def test_a_scan_that_fails_after_scoring_gets_an_error_row_only_and_leaves_no_ma
 
     scan = tmp_path / "thin.nii.gz"
     write(scan, np.ones((1, 1, 64), np.float32))
-    monkeypatch.setattr(scoring, "score_volume", lambda model, data, volume, mode, mask=None, warn=None: (0.5, torch.zeros(volume.shape)))
+    monkeypatch.setattr(scoring, "score_volume", lambda model, data, volume, mode, mask=None, warn=None, polarity=None: (0.5, torch.zeros(volume.shape)))
 
     def broken_overlay(*args, **kwargs):
         raise ValueError("cannot draw a 1 x 1 slice")
@@ -177,7 +177,7 @@ def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeyp
     write(scan, ct)
     data = Volumes(tmp_path, key="t1", patch_size=(16, 16, 16), spacing=None)
     data.load_state_dict({"intensity_range": {"floor": 0.0, "low": 20.0, "median_high": 900.0, "max_high": 1600.0}})
-    monkeypatch.setattr(scoring, "score_tensor", lambda model, x, mask, mode, progress=False: (0.5, torch.zeros_like(x), None))
+    monkeypatch.setattr(scoring, "score_tensor", lambda model, x, mask, mode, progress=False, polarity=None: (0.5, torch.zeros_like(x), None))
 
     class Model:
         thresholds = {"encoder": 1.0}

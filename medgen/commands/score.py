@@ -1,4 +1,5 @@
-"""`medgen score --run RUN_OR_CKPT PATH... [--out scores.csv] [--maps DIR] [--mode encoder|search]`.
+"""`medgen score --run RUN_OR_CKPT PATH... [--out scores.csv] [--maps DIR] [--mode encoder|search]
+[--polarity both|bright|dark]`.
 
 Scores new scans with a trained ``anogan`` model. One CSV row per scan:
 ``path,score,flagged,seconds,error``. ``flagged`` is ``true`` when the score is above the
@@ -8,7 +9,10 @@ scan's own geometry) and ``DIR/<name>_overlay.png``. Inputs: NIfTI, NRRD, MHA/MH
 or DICOM folders. The scan score is taken inside the scan's foreground, or inside a mask found
 beside each scan (``--mask brain_mask``; the default when the run was trained with
 ``data.mask_key``, whose masks also calibrated the threshold) -- for head MR a brain mask keeps
-skull and scalp reconstruction errors out of the score.
+skull and scalp reconstruction errors out of the score. ``--polarity`` says which lesions count:
+``bright`` (above the pseudo-healthy reconstruction: FLAIR lesions, enhancement), ``dark`` (below
+it: T1 black holes, infarcts, cavities) or ``both`` (the absolute residual); default the run's
+``model.polarity``. Each polarity has its own calibrated threshold.
 
 Exit codes: 0 = every scan scored; 1 = at least one scan could not be scored (its row states
 the error; the others are scored); 2 = unusable run/checkpoint or arguments.
@@ -29,6 +33,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--maps", default=None, metavar="DIR", help="write <name>_anomaly.nii.gz and <name>_overlay.png here")
     parser.add_argument("--mode", choices=("encoder", "search"), default="encoder",
                         help="latent mapping: f-AnoGAN encoder (fast, default) or AnoGAN latent search (Γ steps)")
+    parser.add_argument("--polarity", choices=("both", "bright", "dark"), default=None,
+                        help="lesions brighter than the reconstruction, darker (T1 black holes), or both "
+                             "(default: the run's model.polarity)")
     parser.add_argument("--threshold", type=float, default=None, help="flag scans above this score (default: the calibrated one)")
     parser.add_argument("--search-steps", type=int, default=None, help="Γ for --mode search (default: the model's, 500)")
     parser.add_argument("--mask", default=None, metavar="NAME",
@@ -52,15 +59,16 @@ def run(args) -> int:
     if args.mode == "encoder" and getattr(model, "encoder_steps", 1) == 0:
         print("medgen score: warning: this run never trained its encoder (too few epochs?); "
               "encoder-mode scores are not meaningful", file=sys.stderr)
-    threshold = args.threshold if args.threshold is not None else model.thresholds.get(args.mode)
+    polarity = args.polarity or model.polarity
+    threshold = args.threshold if args.threshold is not None else model.threshold_for(args.mode, polarity)
     if threshold is None:
-        print(f"medgen score: note: no calibrated threshold for --mode {args.mode}; 'flagged' left empty",
-              file=sys.stderr)
+        print(f"medgen score: note: no calibrated threshold for --mode {args.mode} --polarity {polarity}; "
+              "'flagged' left empty", file=sys.stderr)
     mask_name = args.mask if args.mask is not None else config.data.get("mask_key")
     if mask_name and mask_name.lower() == "none":
         mask_name = None
     rows = score_paths(model, data, args.paths, args.out, args.maps, args.mode, threshold,
-                       progress=not args.no_progress, mask_name=mask_name,
+                       progress=not args.no_progress, mask_name=mask_name, polarity=polarity,
                        warn=lambda line: print(f"medgen score: warning: {line}", file=sys.stderr))
     failed = [r for r in rows if r["error"]]
     n_flagged = sum(r["flagged"] == "true" for r in rows)

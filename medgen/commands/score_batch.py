@@ -55,7 +55,8 @@ def find_mask(path, mask_name: str):
     return found
 
 
-def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mask_name, warn) -> dict[str, Any]:
+def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mask_name, warn,
+               polarity: str | None = None) -> dict[str, Any]:
     """One scan's CSV row; an error becomes the row's ``error`` and leaves no map behind."""
     from medgen import io
     from medgen.io.errors_util import short
@@ -69,7 +70,7 @@ def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mas
         mask = None
         if mask_name:
             mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5
-        score, amap = score_volume(model, data, volume, mode, mask=mask,
+        score, amap = score_volume(model, data, volume, mode, mask=mask, polarity=polarity,
                                    warn=None if warn is None else (lambda note: warn(f"{path}: {note}")))
         flagged = flag(score, threshold)
         row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
@@ -99,13 +100,14 @@ def score_paths(
     progress: bool = True,
     mask_name: str | None = None,
     warn: Callable[[str], None] | None = None,
+    polarity: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score each scan; one result row per path (``CSV_COLUMNS``), errors kept per scan.
 
     A scan that cannot be read or scored gets a row whose ``error`` says why; the others are
     still scored. With ``maps_dir``, writes ``<name>_anomaly.nii.gz`` (in the scan's own
     geometry) and ``<name>_overlay.png`` per scan. ``threshold=None`` uses the model's calibrated
-    threshold for `mode`. ``mask_name`` (e.g. ``"brain_mask"``): score inside the mask found
+    threshold for `mode` and ``polarity`` (default the model's). ``mask_name`` (e.g. ``"brain_mask"``): score inside the mask found
     beside each scan (``<scan folder>/<mask_name>.nii.gz`` etc.; a scan without one is an error
     row); default: the scan's foreground. The CSV appears only when every scan has its row
     (:func:`medgen.io.atomic.atomic_output`).
@@ -113,12 +115,12 @@ def score_paths(
     from tqdm.auto import tqdm
 
     from medgen.io.atomic import atomic_output
-    from medgen.models.anogan.scoring import MODES
+    from medgen.models.anogan.scoring import MODES, threshold_key
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} not one of {MODES}")
     if threshold is None:
-        threshold = model.thresholds.get(mode)
+        threshold = model.thresholds.get(threshold_key(mode, polarity or getattr(model, "polarity", "both")))
     names = output_names(paths)
     if maps_dir is not None:
         Path(maps_dir).mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def score_paths(
             writer.writeheader()
         for path, name in tqdm(list(zip(paths, names)), desc=f"scoring ({mode})", unit="scan", disable=not progress):
             t0 = time.perf_counter()
-            row = _score_one(model, data, path, name, maps_dir, mode, threshold, mask_name, warn)
+            row = _score_one(model, data, path, name, maps_dir, mode, threshold, mask_name, warn, polarity)
             row["seconds"] = f"{time.perf_counter() - t0:.3f}"
             rows.append(row)
             if writer is not None:

@@ -298,8 +298,17 @@ class VolumeDataModule(DataModule):
             volume = MetaTensor(torch.as_tensor(volume, dtype=torch.float32), affine=torch.eye(4, dtype=torch.float64))
         v = self._model_space(self._spatial(volume, where), modality)
         state = {"params": v["params"], "output_params": self._output_params(v["params"]), "pads": v["pads"],
-                 "model_affine": v["grid"].affine.clone(), "reference": v["raw"]}
+                 "model_affine": v["grid"].affine.clone(), "reference": v["raw"], "fg": v["fg"] > 0.5}
         return v["image"], state
+
+    def mask_to_model_space(self, mask: torch.Tensor, state: dict) -> torch.Tensor:
+        """A raw mask on the grid of the volume ``preprocess`` gave `state` for (same shape,
+        whatever the mask's own header says) onto the model grid, padded like it: ``(*spatial)`` bool."""
+        if tuple(mask.shape) != tuple(state["reference"].shape):
+            raise ValueError(f"mask shape {tuple(mask.shape)} differs from the scan's {tuple(state['reference'].shape)}")
+        plain = mask.as_tensor() if isinstance(mask, MetaTensor) else torch.as_tensor(mask)
+        grid = to_model_grid(MetaTensor(plain.float(), affine=state["reference"].affine), self.spacing, "nearest")
+        return self._finish(grid, state["pads"], 0.0)[0] > 0.5
 
     def _output_params(self, params: dict) -> dict:
         return params

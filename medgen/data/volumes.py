@@ -11,7 +11,10 @@ from torch.utils.data import Dataset
 
 from medgen.data.layouts import discover_volumes
 from medgen.data.volume_module import VolumeDataModule
+from medgen.errors import ConfigError
 from medgen.transforms.patches import RandomPatches, augmentation
+
+STANDARDIZE = ("none", "nyul")
 
 
 class Volumes(VolumeDataModule):
@@ -24,18 +27,27 @@ class Volumes(VolumeDataModule):
     val/test items ``{"image", "subject", "mask"}`` whole volumes, where ``mask`` is
     ``root/<subject>/<mask_key>`` when ``mask_key`` is given (e.g. ``"brain_mask"``) else the body
     foreground; with ``label_key`` (e.g. ``"lesion"``) also ``"label"`` (bool) for evaluation.
+
+    ``standardize="nyul"``: after the linear window, Nyúl–Udupa histogram standardisation inside
+    the mask (:mod:`medgen.transforms.standardize`): the standard landmarks are fitted on the
+    training scans (one extra read of each at set-up) and saved with the run, so a scan from
+    another scanner is mapped onto the training scans' tissue contrast before it is scored.
     """
 
     def __init__(self, root, key: str = "t1", modality: str = "mr", spacing="auto", patch_size=(32, 32, 32),
                  patches_per_volume: int = 8, batch_size: int = 8, val_fraction: float = 0.2, split_seed: int = 0,
                  cache: bool = True, augment: bool = False, test_fraction: float = 0.0, mask_key: str | None = None,
-                 label_key: str | None = None, cache_workers: int = 1):
+                 label_key: str | None = None, cache_workers: int = 1, standardize: str = "none"):
         super().__init__(root, modality=modality, spacing=spacing, patch_size=patch_size,
                          patches_per_volume=patches_per_volume, batch_size=batch_size, val_fraction=val_fraction,
                          test_fraction=test_fraction, split_seed=split_seed, cache=cache, cache_workers=cache_workers)
         self.key = key
         self.augment = bool(augment)
         self.mask_key, self.label_key = mask_key, label_key
+        if standardize not in STANDARDIZE:
+            raise ConfigError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
+        self.standardize = standardize
+        self.standard: list[float] | None = None  # Nyúl standard landmarks (model space), fitted once
         # the training scans' lowest value and windows (lowest low, median and highest high): fitted,
         # saved with the run, and what `medgen score` compares a new scan with (intensity_warning)
         self.intensity_range: dict[str, float] | None = None
@@ -66,11 +78,57 @@ class Volumes(VolumeDataModule):
                 floor = min(v for k, v in self._train_floors.items() if k in train)
                 self.intensity_range = {"floor": floor, "low": float(windows[:, 0].min()),
                                         "median_high": float(np.median(windows[:, 1])), "max_high": float(windows[:, 1].max())}
-        return {"intensity_range": dict(self.intensity_range)} if self.intensity_range is not None else {}
+        state: dict[str, Any] = {}
+        if self.intensity_range is not None:
+            state["intensity_range"] = dict(self.intensity_range)
+        if self.standardize != "none":
+            state["standard"] = list(self._fitted_standard())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("intensity_range") is not None:
             self.intensity_range = {k: float(v) for k, v in state["intensity_range"].items()}
+        if state.get("standard") is not None:
+            self.standard = [float(v) for v in state["standard"]]
+
+    # --- histogram standardisation ---------------------------------------------------------
+    def _fitted_standard(self) -> list[float]:
+        """The standard landmarks, fitted on the training scans the first time they are needed."""
+        if self.standard is None:
+            from medgen.transforms.standardize import fit_standard, landmarks
+
+            marks = []
+            for item in self._split("train") or self._split("all"):
+                v = self._load_volume(item[self.key])
+                marks.append(landmarks(v["image"], self._region(item, v)))
+            self.standard = fit_standard(marks)
+        return self.standard
+
+    def _region(self, item: dict, v: dict) -> torch.Tensor:
+        """Where a subject is scored, calibrated and standardised: its mask_key mask, else its foreground."""
+        return self._load_mask(item, self.mask_key, v["raw"], v["pads"]) if self.mask_key else v["fg"] > 0.5
+
+    def _standardised(self, image: torch.Tensor, region: torch.Tensor, params: dict) -> tuple[torch.Tensor, dict]:
+        """A model-space image and its params with the histogram standardisation added (when on)."""
+        if self.standardize == "none":
+            return image, params
+        from medgen.transforms.standardize import apply_standard, landmarks
+
+        standard = {"from": landmarks(image, region), "to": list(self._fitted_standard())}
+        # -1 is the model's background (and the padding): nothing maps below it, as with clip "low"
+        return apply_standard(image, standard).clamp_min(-1.0), {**params, "standard": standard}
+
+    def preprocess(self, volume: torch.Tensor, modality: str | None = None,
+                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """As the base's; ``mask`` (a raw mask on the volume's grid, e.g. its brain mask) goes
+        to the model grid as ``state["mask"]`` and is where the standardisation's landmarks are
+        taken (else the foreground), as in training with ``mask_key``."""
+        x, state = super().preprocess(volume, modality)
+        state["mask"] = None if mask is None else self.mask_to_model_space(mask, state)
+        region = state["fg"][0] if state["mask"] is None else state["mask"]
+        x, params = self._standardised(x, region, state["params"])
+        state["params"] = state["output_params"] = params
+        return x, state
 
     def intensity_warning(self, volume, params: dict | None = None) -> str | None:
         """A sentence when a raw scan's intensities are unlike every training scan's: a CT in HU
@@ -100,10 +158,11 @@ class Volumes(VolumeDataModule):
         v = self._load_volume(item[self.key])
         self._record_window(item["subject"], v["params"])
         self._train_floors[item["subject"]] = float(torch.nan_to_num(v["raw"].as_tensor(), nan=0.0).min())
+        region = self._region(item, v)
         out = {
-            "image": v["image"],
+            "image": self._standardised(v["image"], region, v["params"])[0],
             "fg": v["fg"],
-            "mask": self._load_mask(item, self.mask_key, v["raw"], v["pads"]) if self.mask_key else v["fg"] > 0.5,
+            "mask": region,
             "subject": item["subject"],
         }
         if self.label_key:

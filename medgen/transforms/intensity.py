@@ -18,6 +18,9 @@ dict (``{"modality", "low", "high", "clip"}``) kept with each volume so outputs 
 
 Params with ``"clip": "low"`` clamp only the low end: anomaly detection keeps what is brighter
 than the window (a FLAIR lesion brighter than any normal tissue) instead of flattening it.
+
+Params may also carry ``"standard"`` (:mod:`medgen.transforms.standardize`): a piecewise-linear
+histogram standardisation applied after the linear map (before clipping) and undone first.
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ def apply_intensity(volume, params: dict):
     """
     scale = 2.0 / (params["high"] - params["low"])
     out = (volume - params["low"]) * scale - 1.0
+    if params.get("standard"):
+        from medgen.transforms.standardize import apply_standard
+
+        out = apply_standard(out, params["standard"])
     if isinstance(out, torch.Tensor):
         out = torch.nan_to_num(out.float(), nan=-1.0, posinf=1.0, neginf=-1.0)
     else:
@@ -117,6 +124,10 @@ def apply_intensity(volume, params: dict):
 
 def invert_intensity(volume, params: dict):
     """Map a model-space volume back to the units ``params`` came from."""
+    if params.get("standard"):
+        from medgen.transforms.standardize import invert_standard
+
+        volume = invert_standard(volume, params["standard"])
     return (volume + 1.0) * (0.5 * (params["high"] - params["low"])) + params["low"]
 
 

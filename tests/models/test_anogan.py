@@ -223,15 +223,24 @@ def test_threshold_calibration_and_checkpoint_state():
     assert scoring.flag(0.5, None) is None
 
     m = tiny(calibration_percentile=50.0)
-    m.val_scores = {"a": 1.0, "b": 2.0, "c": 3.0}  # held-out normal subjects seen in validation
+    # held-out normal subjects seen in validation, scored with each polarity
+    m.val_scores = {"both": {"a": 1.0, "b": 2.0, "c": 3.0}, "dark": {"a": 3.0, "b": 4.0, "c": 5.0}}
     state = m.extra_state()
     assert state["thresholds"]["encoder"] == pytest.approx(2.0)
+    assert state["thresholds"]["encoder:dark"] == pytest.approx(4.0)
     other = tiny()
     other.load_extra_state(state)
     assert other.threshold == pytest.approx(2.0)
+    assert other.threshold_for("encoder", "dark") == pytest.approx(4.0)
+    assert other.threshold_for("encoder", "bright") is None
     other.calibrate([10.0, 20.0], percentile=100)  # explicit calibration wins over validation
     assert other.extra_state()["thresholds"]["encoder"] == pytest.approx(20.0)
+    # the dark one is still validation-calibrated, now at this model's 99th percentile: 3 + 0.99 * 2
+    assert other.extra_state()["thresholds"]["encoder:dark"] == pytest.approx(4.98)
     assert other.thresholds.get("search") is None
+    legacy = tiny()  # a run saved before polarities kept one flat dict: the absolute residual's
+    legacy.load_extra_state({"val_scores": {"a": 1.0, "b": 2.0}, "thresholds": {"encoder": 1.5}})
+    assert legacy.val_scores == {"both": {"a": 1.0, "b": 2.0}} and legacy.threshold == pytest.approx(1.5)
 
 
 def test_map_is_zero_outside_the_mask():
@@ -241,3 +250,45 @@ def test_map_is_zero_outside_the_mask():
     mask[4:12, 4:12, 4:12] = True
     _, amap, _ = scoring.score_tensor(m, x, mask)
     assert float(amap[0][~mask].abs().max()) == 0.0 and float(amap[0][mask].max()) > 0
+
+
+class _Healthy(torch.nn.Module):
+    """A generator that always reconstructs the healthy tissue value (0.5), whatever z."""
+
+    latent_dim = 8
+
+    def forward(self, z):
+        return torch.full((z.shape[0], 1, 8, 8, 8), 0.5)
+
+
+def test_a_dark_blob_scores_under_dark_polarity_and_not_under_bright():
+    m = tiny(polarity="both")
+    m.generator = _Healthy()
+    normal = torch.full((1, 24, 24, 24), 0.5)
+    lesion = blob(24, radius=3.0)
+    dark = normal.clone()
+    dark[0][lesion] = -0.5  # a T1 black hole: darker than the white matter around it
+    bright = normal.clone()
+    bright[0][lesion] = 1.0
+    mask = torch.ones(24, 24, 24, dtype=torch.bool)
+    s = {(name, pol): scoring.score_tensor(m, vol, mask, polarity=pol)[0]
+         for name, vol in (("normal", normal), ("dark", dark), ("bright", bright)) for pol in scoring.POLARITIES}
+    assert s[("dark", "dark")] > 0.5 and s[("dark", "bright")] == pytest.approx(s[("normal", "bright")], abs=1e-6)
+    assert s[("bright", "bright")] > 0.2 and s[("bright", "dark")] == pytest.approx(s[("normal", "dark")], abs=1e-6)
+    assert s[("dark", "both")] > s[("normal", "both")]
+    _, dark_map, _ = scoring.score_tensor(m, dark, mask, polarity="dark")
+    assert float(dark_map[0][lesion].min()) > 0.9 and float(dark_map[0][~lesion].max()) < 0.2
+    with pytest.raises(ConfigError, match="polarity"):
+        tiny(polarity="darker")
+
+
+def test_zscore_baseline_on_a_hand_made_volume():
+    a = torch.tensor([[[[1.0, 3.0]]]])  # (C=1, 1, 1, 2)
+    b = torch.tensor([[[[5.0, 7.0]]]])
+    mask = torch.ones(1, 1, 2, dtype=torch.bool)
+    mean, std = scoring.tissue_stats([a, b], [mask, mask])
+    assert mean == pytest.approx(4.0) and std == pytest.approx(np.std([1, 3, 5, 7], ddof=1))
+    x = torch.tensor([[[[4.0 + 2 * std, 4.0 - std]]]])
+    torch.testing.assert_close(scoring.zscore_map(x, (mean, std), "both")[0, 0, 0], torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(scoring.zscore_map(x, (mean, std), "bright")[0, 0, 0], torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(scoring.zscore_map(x, (mean, std), "dark")[0, 0, 0], torch.tensor([0.0, 1.0]))

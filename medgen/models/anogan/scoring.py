@@ -13,6 +13,12 @@ and reconstructed as ``G(z)``. The voxel anomaly map is the residual ``|x − G(
 anomaly image), optionally blended with the discriminator-feature residual upsampled to the
 patch (``feature_weight``); overlapping patches are averaged.
 
+**Polarity** (:data:`POLARITIES`): ``both`` is that absolute residual; ``bright`` keeps where the
+scan is brighter than its reconstruction (``x − G(z) > 0``: FLAIR lesions, enhancement) and
+``dark`` where it is darker (T1 "black holes", infarcts, cavities: the model reconstructs the
+white matter that should be there). A signed map ignores the opposite half of the normal
+reconstruction noise, so a lesion of known polarity stands out more.
+
 **Scan score** (what the threshold applies to): the mean of the ``top_percent`` % highest map
 values inside the mask (optionally after Gaussian smoothing, ``smooth_sigma`` voxels). A lesion
 occupies a small fraction of the brain: a mean over the whole mask dilutes it in the
@@ -37,6 +43,7 @@ import torch.nn.functional as F
 from medgen.transforms.spatial import pad_amounts, pad_to, unpad
 
 MODES = ("encoder", "search")
+POLARITIES = ("both", "bright", "dark")
 
 
 # --- tiling --------------------------------------------------------------------------------
@@ -116,13 +123,14 @@ def reconstruct_patches(model, patches: torch.Tensor, mode: str = "encoder", see
         z, _ = latent_search(model, patches, seed=seed)
     rec = G(z)
     fmap_x, fmap_r = D.feature_map(patches), D.feature_map(rec)
+    signed = (patches - rec).mean(1, keepdim=True)
     residual = (patches - rec).abs().mean(1, keepdim=True)
     feat_res = (fmap_x - fmap_r).abs().mean(1, keepdim=True)
     interp = "trilinear" if patches.dim() == 5 else "bilinear"
     feat_map = F.interpolate(feat_res, size=patches.shape[2:], mode=interp, align_corners=False)
     # izi_f loss per patch (f-AnoGAN's anomaly score of a patch): MSE(x, G) + κ·MSE(f(x), f(G))
     izif = (patches - rec).pow(2).flatten(1).mean(1) + model.kappa * (fmap_x - fmap_r).pow(2).flatten(1).mean(1)
-    return {"recon": rec, "residual": residual, "feature_residual": feat_map, "izif": izif}
+    return {"recon": rec, "residual": residual, "signed": signed, "feature_residual": feat_map, "izif": izif}
 
 
 # --- whole volumes ---------------------------------------------------------------------------
@@ -133,12 +141,15 @@ def anomaly_map(
     mode: str = "encoder",
     tile_everywhere: bool = False,
     progress: bool = False,
+    overlap: float | None = None,
 ) -> dict[str, Any]:
     """Anomaly map of one model-space volume ``x (C, *sp)``.
 
-    Returns ``{"map": (1, *sp), "recon": (C, *sp), "izif": mean patch izi_f loss, "patches": n}``.
-    Patches touch `mask` unless ``tile_everywhere`` (validation covers the whole volume so that
-    its reconstruction PSNR is honest); voxels no patch covers get map 0 and reconstruction x.
+    Returns ``{"map": (1, *sp) |residual|, "signed": (1, *sp) x − G(z), "recon": (C, *sp),
+    "izif": mean patch izi_f loss, "patches": n}``. Patches touch `mask` unless
+    ``tile_everywhere`` (validation covers the whole volume so that its reconstruction PSNR is
+    honest); voxels no patch covers get map 0 and reconstruction x. ``overlap``: of the patches
+    (default the model's).
     """
     roi = tuple(model.roi_size)
     device = model.device
@@ -150,10 +161,12 @@ def anomaly_map(
     m = None
     if mask is not None:
         m = pad_to(torch.as_tensor(mask).to(device).reshape(spatial)[None].float(), pads, 0.0)[0].bool()
-    windows = patch_grid(xp.shape[1:], roi, model.overlap, None if tile_everywhere or m is None else m)
+    overlap = model.overlap if overlap is None else overlap
+    windows = patch_grid(xp.shape[1:], roi, overlap, None if tile_everywhere or m is None else m)
     if not windows:  # empty mask: cover everything rather than score nothing
-        windows = patch_grid(xp.shape[1:], roi, model.overlap, None)
+        windows = patch_grid(xp.shape[1:], roi, overlap, None)
     amap = torch.zeros((1,) + tuple(xp.shape[1:]), device=device)
+    smap = torch.zeros_like(amap)
     recon = torch.zeros_like(xp)
     count = torch.zeros((1,) + tuple(xp.shape[1:]), device=device)
     izif_sum = 0.0
@@ -175,6 +188,7 @@ def anomaly_map(
             for i, sl in enumerate(group):
                 full = (slice(None),) + sl
                 amap[full] += pmap[i]
+                smap[full] += out["signed"][i]
                 recon[full] += out["recon"][i]
                 count[full] += 1
             izif_sum += float(out["izif"].sum())
@@ -182,9 +196,46 @@ def anomaly_map(
         model.train(was_training)
     covered = count > 0
     amap = torch.where(covered, amap / count.clamp_min(1), torch.zeros_like(amap))
+    smap = torch.where(covered, smap / count.clamp_min(1), torch.zeros_like(smap))
     recon = torch.where(covered.expand_as(recon), recon / count.clamp_min(1), xp)
-    return {"map": unpad(amap, pads), "recon": unpad(recon, pads), "izif": izif_sum / len(windows),
-            "patches": len(windows)}
+    return {"map": unpad(amap, pads), "signed": unpad(smap, pads), "recon": unpad(recon, pads),
+            "izif": izif_sum / len(windows), "patches": len(windows)}
+
+
+def polarity_map(out: dict[str, Any], polarity: str = "both") -> torch.Tensor:
+    """The map of `polarity` from :func:`anomaly_map`'s output: ``both`` |x − G(z)|, ``bright``
+    its positive part, ``dark`` the positive part of G(z) − x."""
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity {polarity!r} not one of {POLARITIES}")
+    if polarity == "both":
+        return out["map"]
+    return (out["signed"] if polarity == "bright" else -out["signed"]).clamp_min(0.0)
+
+
+def threshold_key(mode: str, polarity: str = "both") -> str:
+    """Where a model keeps the threshold of `mode` and `polarity` (``both``: the mode alone, as
+    runs saved before polarities did)."""
+    return mode if polarity == "both" else f"{mode}:{polarity}"
+
+
+# --- the simple baseline: intensity z-scores -------------------------------------------------
+def tissue_stats(volumes: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """Mean and standard deviation of the model-space intensities inside the masks of the
+    training scans (one pool over every scan)."""
+    values = torch.cat([torch.as_tensor(v).reshape(-1)[torch.as_tensor(m).reshape(-1).bool()].double()
+                        for v, m in zip(volumes, masks)])
+    if values.numel() < 2:
+        raise ValueError("tissue statistics need at least two voxels inside the masks")
+    return float(values.mean()), float(values.std())
+
+
+def zscore_map(x: torch.Tensor, stats: tuple[float, float], polarity: str = "both") -> torch.Tensor:
+    """The baseline a model must beat: each voxel's intensity as a z-score against the training
+    scans' tissue statistics, ``(x − μ)/σ`` of ``x (C, *sp)`` (channel mean), as a
+    ``(1, *sp)`` map of `polarity` (``both`` |z|, ``bright`` z > 0, ``dark`` z < 0, as positive values)."""
+    mean, std = stats
+    z = (torch.as_tensor(x).float().mean(0, keepdim=True) - mean) / max(std, 1e-12)
+    return polarity_map({"map": z.abs(), "signed": z}, polarity)
 
 
 def smooth(volume: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -234,59 +285,40 @@ def model_space_mask(x: torch.Tensor) -> torch.Tensor:
 
 
 def score_tensor(model, x: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "encoder",
-                 progress: bool = False) -> tuple[float, torch.Tensor, dict[str, Any]]:
+                 progress: bool = False, polarity: str | None = None) -> tuple[float, torch.Tensor, dict[str, Any]]:
     """Score one model-space volume ``(C, *sp)``: ``(score, map (1, *sp), details)``; the map
-    is zero outside `mask` (default: the volume's foreground)."""
+    (of `polarity`, default the model's) is zero outside `mask` (default: the volume's foreground)."""
+    polarity = polarity or getattr(model, "polarity", "both")
     if mask is None:
         mask = model_space_mask(x)
     out = anomaly_map(model, x, mask, mode, progress=progress)
-    score = scan_score(out["map"], mask, model.top_percent, model.smooth_sigma)
+    amap = polarity_map(out, polarity)
+    score = scan_score(amap, mask, model.top_percent, model.smooth_sigma)
     # The map is reported inside the mask only: background and (with a brain mask) skull
     # residuals are not anomalies and would hide the lesion in overlays.
-    out["map"] = out["map"] * torch.as_tensor(mask).to(out["map"].device).reshape(out["map"].shape[1:])
+    out["map"] = amap * torch.as_tensor(mask).to(amap.device).reshape(amap.shape[1:])
     out["mask"] = mask
     return score, out["map"], out
 
 
 def score_volume(model, data, volume: torch.Tensor, mode: str = "encoder", progress: bool = False,
-                 mask: torch.Tensor | None = None, warn: Callable[[str], None] | None = None):
+                 mask: torch.Tensor | None = None, warn: Callable[[str], None] | None = None,
+                 polarity: str | None = None):
     """Score one raw volume (``medgen.io.read`` output).
 
     ``mask``: an optional raw mask volume on the scan's grid (e.g. a brain mask read with
     ``medgen.io.read``); default: the foreground of the scan. Returns ``(score, map)``: the map
-    is a MetaTensor in the input's geometry (write it with
+    (of `polarity`, default the model's) is a MetaTensor in the input's geometry (write it with
     ``medgen.io.write(path, map, reference=volume)``), in model-space residual units. ``warn``
     hears a scan unlike the training scans (``data.intensity_warning``).
     """
-    x, state = data.preprocess(volume)
+    x, state = data.preprocess(volume, mask=mask)
     if warn is not None and hasattr(data, "intensity_warning"):
         note = data.intensity_warning(volume.as_tensor() if hasattr(volume, "as_tensor") else volume, state["params"])
         if note:
             warn(note)
-    model_mask = None if mask is None else mask_to_model_space(data, mask, state, x.shape[1:])
-    score, amap, _ = score_tensor(model, x, model_mask, mode, progress=progress)
+    score, amap, _ = score_tensor(model, x, state.get("mask"), mode, progress=progress, polarity=polarity)
     return score, to_input_geometry(data, amap.cpu(), state, volume)
-
-
-def mask_to_model_space(data, mask: torch.Tensor, state: Any, shape) -> torch.Tensor:
-    """A raw mask volume (scan grid, canonical order) onto the model grid, padded like the scan."""
-    from monai.data import MetaTensor
-
-    from medgen.transforms.spatial import to_model_grid
-
-    if tuple(mask.shape) != tuple(state["reference"].shape):
-        raise ValueError(f"mask shape {tuple(mask.shape)} differs from the scan's {tuple(state['reference'].shape)}")
-    # the mask lies on the scan's grid (same shape, checked above), whatever its own header says
-    plain = mask.as_tensor() if isinstance(mask, MetaTensor) else torch.as_tensor(mask)
-    on_scan = MetaTensor(plain.float(), affine=state["reference"].affine)
-    grid = to_model_grid(on_scan, getattr(data, "spacing", None), "nearest")
-    t = torch.as_tensor(grid.as_tensor() if hasattr(grid, "as_tensor") else grid).float()
-    if getattr(data, "spatial_dims", 3) == 2:
-        t = t[..., 0]
-    t = pad_to(t[None], state["pads"], 0.0)[0] > 0.5
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"mask on the model grid {tuple(t.shape)} does not match the scan {tuple(shape)}")
-    return t
 
 
 def to_input_geometry(data, amap: torch.Tensor, state: Any, volume: torch.Tensor) -> torch.Tensor:
