@@ -259,6 +259,9 @@ class Trainer:
             "data": self.data.state_dict(),
             "best": {"metric": self.best_metric, "mode": self.best_mode, "value": self.best_value, "epoch": self.best_epoch},
             "metrics": dict(self.last_metrics),
+            # train losses of epochs since the last log write: a resumed run logs their average
+            # at the step the uninterrupted run would have, instead of losing them
+            "pending_log": {k: [float(total), int(n)] for k, (total, n) in self._pending_log.items()},
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -280,6 +283,7 @@ class Trainer:
         if best.get("metric") == self.best_metric:
             self.best_value, self.best_epoch = best.get("value"), best.get("epoch")
         self.last_metrics = dict(ckpt.get("metrics") or {})
+        self._pending_log = {k: (float(total), int(n)) for k, (total, n) in (ckpt.get("pending_log") or {}).items()}
         self.run_id = ckpt.get("run_id")
 
     # --- the loop ---------------------------------------------------------------------------
@@ -332,6 +336,8 @@ class Trainer:
                 self.tracker.set_tags({"medgen.task": self.config.task, "medgen.world_size": str(self.dist.world_size)})
                 if resume is not None:
                     self.tracker.set_tags({f"medgen.resumed_at_epoch_{self.epoch}": "true"})
+                if continue_id is not None:  # a kill after logging, before last.pt: no step twice
+                    self.tracker.replaying_from(self.epoch)
             run_id = run_id or self.run_id or uuid.uuid4().hex
         self.run_id = self.dist.broadcast_object(run_id)
         self.checkpoints.run_id = self.run_id
@@ -438,6 +444,7 @@ class Trainer:
                 # Rank 0's clock decides for every rank (replicas must validate together).
                 validate, write = self.dist.broadcast_object(
                     (schedule.validate_now(self.epoch, final), schedule.checkpoint_now(self.epoch, final)))
+                improved = False
                 if validate:
                     started = self.timer.total()
                     with self.timer.phase("validation"):
@@ -445,11 +452,13 @@ class Trainer:
                     schedule.validated(self.timer.total() - started)
                     metrics.update(val)
                     self.last_metrics = dict(val)
-                    if self._update_best(val) and self.dist.is_main:
-                        self.checkpoints.keep_best(self.state(), self.best_epoch, self.best_metric, self.best_value)
+                    improved = self._update_best(val)
                     if self.dist.is_main:
                         self._report_validation(val)
                 self._log_epoch(metrics, flush=validate or final)
+                # best.pt after the log write, so that its state has nothing pending (as last.pt's)
+                if improved and self.dist.is_main:
+                    self.checkpoints.keep_best(self.state(), self.best_epoch, self.best_metric, self.best_value)
                 if self.dist.is_main and write:
                     self.checkpoints.write(self.state())
                     schedule.checkpointed()

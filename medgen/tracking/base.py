@@ -25,6 +25,10 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
+    def replaying_from(self, step: int) -> None:
+        """A resumed run is about to log again the steps from `step` on (its checkpoint's
+        epoch): points it logged there before it was killed must not appear twice."""
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
 
     def log_model(self, network: nn.Module, name: str, registered_name: str | None = None) -> None: ...

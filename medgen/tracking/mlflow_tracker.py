@@ -146,6 +146,7 @@ class MLflowTracker(Tracker):
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             self.client.search_experiments(max_results=1)
         self.run_id: str | None = None
+        self._logged: set[tuple[str, int]] = set()  # (key, step) already in a resumed run's history
 
     # --- runs -----------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -172,6 +173,7 @@ class MLflowTracker(Tracker):
     def _start(self, experiment: str, run_name: str | None, run_id: str | None) -> str:
         experiment_id = self.experiment_id(experiment)
         self._end_dead_runs(experiment_id, keep=run_id)
+        self._logged = set()  # a new (or newly resumed) run: replaying_from says what to skip
         if run_id is not None:
             self.client.get_run(run_id)  # raises if unknown in this store
             self.client.update_run(run_id, status="RUNNING")
@@ -223,11 +225,29 @@ class MLflowTracker(Tracker):
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
 
+    def replaying_from(self, step: int) -> None:
+        """Remember which (key, step) points at or after `step` the run already holds, so that
+        :meth:`log_metrics` skips them.
+
+        A kill between logging an epoch's metrics and writing its ``last.pt`` makes the resumed
+        run train (and log) that epoch again. MLflow's client cannot delete metric points, and
+        removing rows from the store's tables works for a local sqlite store only, not for an
+        MLflow server; buffering every metric until the next checkpoint would make the UI lag
+        by up to ``trainer.checkpoint_minutes``. Skipping what is already there works on every
+        store, and keeps the values the UI already showed: the replayed epoch recomputes them
+        (exactly so on CPU). A resume from an older checkpoint (e.g. best.pt) with changed
+        settings keeps the first values too, at the steps both runs logged."""
+        self._logged = set()
+        for key in self.client.get_run(self.run_id).data.metrics:  # every key the run has logged
+            self._logged.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key)
+                                if m.step >= step)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()]
+        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()
+                 if (str(k), int(step)) not in self._logged]
         for i in range(0, len(items), 10 * _BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + 10 * _BATCH])
 
