@@ -8,7 +8,8 @@ HU window for B, which maps outputs back to exact HU).
 
 Entries with the same name on both sides are one subject: they go to the same split, and when
 they also share a grid (a registered MR/CT pair) validation can score a translation against the
-real scan (``"paired"``); training never uses the pairing.
+real scan (``"paired"``); training never uses the pairing. FID needs no pairing: every validation
+scan, with or without a counterpart, joins the sets FID compares (``CycleGAN.fid_sets``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class UnpairedVolumes(VolumeDataModule):
 
     Val/test/all items: one per subject name, ``{"A", "B", "mask_A", "mask_B", "subject",
     "paired"}`` with the sides that exist (whole volumes in model space); ``paired`` is True when
-    both sides exist on one grid, so a translation can be compared with the real scan.
+    both sides exist on one grid, so a translation can be compared with the real scan (inside
+    the target side's ``mask_*``).
 
     ``spacing: auto`` takes the median voxel size of both sides' training volumes. An output
     translated into CT is mapped back with the fixed HU window (exact HU). MR has no absolute

@@ -582,15 +582,19 @@ class Trainer:
         return {f"val/{k}": v for k, v in metrics.items()}
 
     def _fids(self) -> dict:
-        """The FID accumulator of the model's main pair (prefix ``""``) for the whole run (it
-        caches the real volumes' features across validations). Baselines' FIDs (e.g. the
-        low-dose input's) would double its cost: ``medgen evaluate`` reports those."""
-        if self.cfg.fid_slices <= 0 or "" not in self.model.metric_pairs:
+        """The FID accumulators for the whole run (each caches the real volumes' features across
+        validations): the model's main pair (prefix ``""``), or every set of its ``fid_sets``
+        (outputs of their own: CycleGAN's two directions). Baselines' FIDs (e.g. the low-dose
+        input's) would double its cost: ``medgen evaluate`` reports those."""
+        from medgen.engine.validation import fid_prefixes
+
+        prefixes = fid_prefixes(self.model, baselines=False)
+        if self.cfg.fid_slices <= 0 or not prefixes:
             return {}
         if getattr(self, "_fid_metrics", None) is None:
             from medgen.metrics import FID
 
-            self._fid_metrics = {"": FID(n_slices=self.cfg.fid_slices, device=self.device)}
+            self._fid_metrics = {p: FID(n_slices=self.cfg.fid_slices, device=self.device) for p in prefixes}
         return self._fid_metrics
 
     def _update_best(self, metrics: dict[str, float]) -> bool:

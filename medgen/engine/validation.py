@@ -7,8 +7,17 @@ engine computes :func:`medgen.metrics.image_metrics` with ``data_range`` = the w
 low-dose input's numbers sit beside the estimate's. Where the data gives a ``"mask"`` (the body,
 or a brain mask), PSNR, MAE and NMSE inside it are ``<prefix>psnr_mask`` ...: air around a head
 inflates whole-volume PSNR, and papers report inside the body or brain (no masked SSIM: its map
-would double validation's cost). Scalars are averaged over volumes. Under torchrun each rank validates its shard; means are
-reduced over ranks, and FID inputs are gathered on rank 0 (FID is not a mean over volumes).
+would double validation's cost). ``model.metric_masks`` (``{prefix: batch key}``) names another mask
+for a pair, e.g. the target side's own (CycleGAN: ``mask_B`` for A -> B, ``mask_A`` for B -> A).
+
+FID of an unpaired model is between *sets*: ``model.fid_sets`` (``{prefix: (fake_key, real_key)}``)
+adds every fake image any volume returns to the fake side and every real one to the real side, on
+their own, so subjects with one side only (the normal unpaired case) count. Pair metrics need both
+images of a pair on one grid: a volume whose images are not (``"registered": False`` in
+validation_step's output) gets none, its images still join the FID sets. Other prefixes' FIDs pair
+``metric_pairs`` volume by volume. Scalars are averaged over volumes. Under torchrun each rank
+validates its shard; means are reduced over ranks, and FID inputs are gathered on rank 0 (FID is
+not a mean over volumes).
 """
 
 from __future__ import annotations
@@ -53,6 +62,26 @@ def grid_order(images: dict, metric_pairs: dict) -> list[str]:
     (input | output | target, as the README says)."""
     pred, ref = metric_pairs.get("", (None, None))
     return [k for k in images if k not in (pred, ref)] + [k for k in (pred, ref) if k in images]
+
+
+def fid_prefixes(model, baselines: bool = True) -> list[str]:
+    """The prefixes FID is computed for: every set of ``model.fid_sets`` (outputs of their own,
+    e.g. CycleGAN's two directions) and, with ``baselines``, every other pair of ``metric_pairs``
+    (e.g. the low-dose input's, which ``medgen evaluate`` reports); without, the main pair ``""``
+    stands for a model that has no sets (training pays for no baseline's FID)."""
+    sets = list(getattr(model, "fid_sets", None) or {})
+    pairs = [p for p in model.metric_pairs if p not in sets]
+    return sets + (pairs if baselines else [p for p in pairs if p == "" and not sets])
+
+
+def _fid_update(fid, fake, real, value_range) -> None:
+    """A paired update (both given: fake sliced where the real is) or one side of a set FID."""
+    if fake is not None and real is not None:
+        fid.update(fake, real, value_range=value_range)
+    elif fake is not None:
+        fid.update_fake(fake, value_range=value_range)
+    elif real is not None:
+        fid.update_real(real, value_range=value_range)
 
 
 def _masked_metrics(pred, ref, data_range: float, mask) -> dict[str, float]:
@@ -102,11 +131,13 @@ def evaluate_volumes(
     constant = set(getattr(model, "constant_pairs", ())) if constant_cache is not None else set()
     lo, hi = model.value_range
     data_range = float(hi - lo)
+    fid_sets = dict(getattr(model, "fid_sets", None) or {})
+    mask_keys = dict(getattr(model, "metric_masks", None) or {})
     if fids is None:
-        fids = {p: FID(n_slices=fid_slices, device=device) for p in model.metric_pairs} if fid_slices else {}
+        fids = {p: FID(n_slices=fid_slices, device=device) for p in fid_prefixes(model)} if fid_slices else {}
     for fid in fids.values():
         fid.reset()
-    fid_inputs: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # other ranks' share, sent to rank 0
+    fid_inputs: list[tuple[str, Any, Any]] = []  # other ranks' share (fake, real; None: a set's other side)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     was_training = model.training
@@ -118,31 +149,43 @@ def evaluate_volumes(
                 with autocast():
                     out = model.validation_step(batch)
                 images = {k: v.float() for k, v in _images(out).items()}
-                mask = batch.get("mask") if isinstance(batch, dict) else None
+                registered = bool(out.get("registered", True))
                 metrics: dict[str, float] = {}
                 for prefix, (pred_key, ref_key) in model.metric_pairs.items():
-                    if pred_key not in images or ref_key not in images:
+                    if not registered or pred_key not in images or ref_key not in images:
                         continue
                     pred, ref = images[pred_key], images[ref_key]
                     cached = constant_cache.get((index, prefix)) if prefix in constant else None
                     if cached is None:
                         cached = {f"{prefix}{name}": float(value)
                                   for name, value in image_metrics(pred, ref, data_range=data_range).items()}
+                        mask = batch.get(mask_keys.get(prefix, "mask")) if isinstance(batch, dict) else None
                         if torch.is_tensor(mask) and mask.shape == pred.shape and bool(mask.any()):
                             for name, value in _masked_metrics(pred, ref, data_range, mask.bool()).items():
                                 cached[f"{prefix}{name}_mask"] = value
                         if prefix in constant:
                             constant_cache[(index, prefix)] = cached
                     metrics.update(cached)
-                    if prefix in fids:
+                for prefix in fids:
+                    if prefix in fid_sets:  # each side on its own
+                        fake_key, real_key = fid_sets[prefix]
+                        parts = [(images.get(fake_key), None), (None, images.get(real_key))]
+                    else:
+                        pred_key, ref_key = model.metric_pairs.get(prefix, (None, None))
+                        both = registered and pred_key in images and ref_key in images
+                        parts = [(images[pred_key], images[ref_key])] if both else []
+                    for fake, real in parts:
+                        if fake is None and real is None:
+                            continue
                         with phase("fid"):
                             if dist.is_main:
-                                fids[prefix].update(pred, ref, value_range=(lo, hi))
+                                _fid_update(fids[prefix], fake, real, (lo, hi))
                             else:
-                                fid_inputs.append((prefix, pred.cpu(), ref.cpu()))
+                                fid_inputs.append((prefix, None if fake is None else fake.cpu(),
+                                                   None if real is None else real.cpu()))
                 for key, value in out.items():
                     scalar = _scalar(value)
-                    if scalar is not None and key not in images:
+                    if scalar is not None and key not in images and key != "registered":
                         metrics[key] = scalar
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -179,9 +222,11 @@ def _gathered_fids(fids: dict, fid_inputs: list, dist: DistEnv, device, value_ra
     gathered = dist.gather_objects(fid_inputs) if dist.enabled else [fid_inputs]
     if dist.is_main:
         for share in gathered[1:]:
-            for prefix, pred, ref in share:
-                fids[prefix].update(pred.to(device), ref.to(device), value_range=value_range)
+            for prefix, fake, real in share:
+                _fid_update(fids[prefix], None if fake is None else fake.to(device),
+                            None if real is None else real.to(device), value_range)
         for prefix, fid in fids.items():
-            if fid.n_images > 0:
+            # a set with too few images on a side (no real B in a validation of A scans) has none
+            if min(fid.n_images, fid.n_real) >= 2:
                 means[f"{prefix}fid"] = float(fid.compute())
     return dist.broadcast_object(means) if dist.enabled else means

@@ -11,7 +11,12 @@ extent of the *real* volume along that axis (foreground = above 5 % of the value
 axis if there is none). The fake volume is sliced at the same positions, so both sides see the same
 anatomy levels. Each slice is padded to a square with the background value, resized bilinearly to
 299², copied to three channels and mapped from ``value_range`` to the network's input range.
-2D inputs ``(B, C, H, W)`` give one image per channel. ``n_images`` counts the images per side.
+2D inputs ``(B, C, H, W)`` give one image per channel. ``n_images`` counts the fake images,
+``n_real`` the real ones.
+
+Unpaired sets (CycleGAN's translations against real scans of other patients): ``update_fake`` and
+``update_real`` add each side on its own, and a 3D volume is then sliced over its *own*
+foreground extent, so the two sets need not match in number or grid.
 
 Caveat: with fewer images than 2048 (the usual case here) the covariances are rank deficient and
 the estimate is strongly biased upwards. FID on a few dozen slices is a *relative* number for
@@ -144,8 +149,8 @@ def frechet_distance_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
 
 
 class FID:
-    """Accumulating 2.5D FID: ``update(fake, real)`` per batch, ``compute()`` at the end of an epoch,
-    ``reset()`` before the next. Features of real volumes are cached across resets (keyed by
+    """Accumulating 2.5D FID: ``update(fake, real)`` per batch (or ``update_fake`` / ``update_real``
+    for unpaired sets), ``compute()`` at the end of an epoch, ``reset()`` before the next. Features of real volumes are cached across resets (keyed by
     content), so per-epoch validation pays the network only for the fake volumes after the first
     epoch. See the module docstring for the slicing protocol and why the value is relative.
 
@@ -174,8 +179,13 @@ class FID:
 
     @property
     def n_images(self) -> int:
-        """Number of 2D images (slices) accumulated per side since the last reset."""
+        """Number of fake 2D images (slices) accumulated since the last reset."""
         return sum(len(f) for f in self._fake)
+
+    @property
+    def n_real(self) -> int:
+        """Number of real 2D images (slices) accumulated since the last reset."""
+        return sum(len(f) for f in self._real)
 
     @torch.inference_mode()
     def _features(self, images: list[torch.Tensor], value_range) -> np.ndarray:
@@ -189,12 +199,23 @@ class FID:
         h.update(repr((tuple(real.shape), tuple(map(float, value_range)), self.n_slices)).encode())
         return h.hexdigest()
 
-    def update(self, fake, real, value_range=(-1.0, 1.0)) -> None:
-        """Add a batch: ``fake`` and ``real`` are (B, C, X, Y, Z) volumes, (B, C, H, W) images or a
-        single unbatched (X, Y, Z) / (H, W), in ``value_range`` (values outside are clipped)."""
+    @staticmethod
+    def _range(value_range) -> tuple[float, float]:
         lo, hi = float(value_range[0]), float(value_range[1])
         if not hi > lo:
             raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+        return lo, hi
+
+    def _own_slices(self, volume: torch.Tensor, value_range) -> list[torch.Tensor]:
+        """A (C, X, Y, Z) volume's 2.5D slices over its own foreground; a (C, H, W) image itself."""
+        if volume.ndim == 4:
+            return take_slices(volume, slice_positions(volume, self.n_slices, value_range))
+        return [volume]
+
+    def update(self, fake, real, value_range=(-1.0, 1.0)) -> None:
+        """Add a batch: ``fake`` and ``real`` are (B, C, X, Y, Z) volumes, (B, C, H, W) images or a
+        single unbatched (X, Y, Z) / (H, W), in ``value_range`` (values outside are clipped)."""
+        lo, hi = self._range(value_range)
         f = to_batch(fake, dtype=torch.float32)
         r = to_batch(real, dtype=torch.float32)
         if f.shape != r.shape:
@@ -207,6 +228,21 @@ class FID:
                 fake_images, real_images = [fb], [rb]
             self._fake.append(self._features(fake_images, (lo, hi)))
             self._real.append(self._cached_real(rb, real_images, (lo, hi)))
+
+    def update_fake(self, fake, value_range=(-1.0, 1.0)) -> None:
+        """Add fake volumes or images without real counterparts (a set FID: the reals come from
+        :meth:`update_real`, possibly other subjects on other grids); a 3D volume is sliced over its
+        own foreground."""
+        lo, hi = self._range(value_range)
+        for fb in to_batch(fake, dtype=torch.float32):
+            self._fake.append(self._features(self._own_slices(fb, (lo, hi)), (lo, hi)))
+
+    def update_real(self, real, value_range=(-1.0, 1.0)) -> None:
+        """Add real volumes or images on their own (see :meth:`update_fake`). A 3D volume's own
+        slices are the ones :meth:`update` takes of it, so both share the real-feature cache."""
+        lo, hi = self._range(value_range)
+        for rb in to_batch(real, dtype=torch.float32):
+            self._real.append(self._cached_real(rb, self._own_slices(rb, (lo, hi)), (lo, hi)))
 
     def _cached_real(self, volume: torch.Tensor, images: list[torch.Tensor], value_range) -> np.ndarray:
         if not self.cache_real:
@@ -223,8 +259,8 @@ class FID:
 
     def compute(self) -> float:
         """FID between all fake and all real images since the last reset (needs >= 2 per side)."""
-        if not self._fake:
-            raise ValueError("FID.compute() before any update()")
+        if not self._fake or not self._real:
+            raise ValueError("FID.compute() needs fake and real images: update(), or update_fake() and update_real()")
         return frechet_distance_from_features(np.concatenate(self._fake), np.concatenate(self._real))
 
 

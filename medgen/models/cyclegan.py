@@ -22,7 +22,10 @@ Training sees random patches of an A volume and of an unrelated B volume; valida
 inference run whole volumes through a Gaussian sliding window (ganslate's 3D practice).
 Validation scores A -> B against the real B (PSNR/SSIM/MAE, MAE in HU where B is CT) and
 B -> A against the real A (``btoa_*``) for subjects whose A and B share one grid (registered
-pairs, e.g. the phantoms); training never uses the pairing. ``medgen infer --direction
+pairs, e.g. the phantoms), each inside its target side's mask (``mask_B``, ``mask_A``); training
+never uses the pairing. FID needs no pairs: ``val/fid`` is between the set of every validation A
+translated to B and the set of every real validation B, whoever they belong to (``btoa_fid``
+likewise), so a validation split of unpaired scans has FIDs too. ``medgen infer --direction
 AtoB|BtoA`` picks the generator; the output is in the target side's units (exact HU for CT).
 """
 
@@ -117,6 +120,8 @@ class CycleGAN(SlidingWindowInference, GenerativeModel):
 
     data_module = UnpairedVolumes
     metric_pairs = {"": ("fake_B", "B"), "btoa_": ("fake_A", "A")}
+    fid_sets = metric_pairs  # the same names, but over sets: any translated A against any real B
+    metric_masks = {"": "mask_B", "btoa_": "mask_A"}  # each direction inside its target's head
     directions = ("AtoB", "BtoA")
     value_range = (-1.0, 1.0)
     best_metric = "val/psnr"
@@ -280,26 +285,30 @@ class CycleGAN(SlidingWindowInference, GenerativeModel):
         return bool(value)
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Whole-volume translations. Where a subject's A and B share a grid (``paired``): both
-        directions against the real scans and B -> A -> B; else the sides it has, translated."""
-        paired = self._flag(batch.get("paired", False)) and "A" in batch and "B" in batch
+        """Whole-volume translations of the sides a subject has and its real scans, all for the
+        FID sets. Where A and B share a grid (``paired``) the engine also scores each direction
+        against the real scan; where they lie on two grids the item is ``registered: False`` (no
+        pair metrics). ``rec_B`` (B -> A -> B) is for the validation figure, which shows it
+        where B is the subject's only side or registered with its A."""
+        has_a, has_b = "A" in batch, "B" in batch
+        paired = self._flag(batch.get("paired", False)) and has_a and has_b
         out: dict[str, Any] = {}
-        if "A" in batch:
+        if has_a:
             out["A"] = batch["A"]
-        if "B" in batch and (paired or "A" not in batch):
+        if has_b:
             fake_a = self.infer(batch["B"], "BtoA")
             out["fake_A"] = fake_a
-            out["rec_B"] = self.infer(fake_a, "AtoB")
-        if "A" in batch:
+            if paired or not has_a:
+                out["rec_B"] = self.infer(fake_a, "AtoB")
+        if has_a:
             out["fake_B"] = self.infer(batch["A"], "AtoB")
-        if "B" in batch and (paired or "A" not in batch):
+        if has_b:
             out["B"] = batch["B"]
+        if has_a and has_b and not paired:
+            out["registered"] = False  # same name, two grids: no pair metrics, the FID sets only
         if paired:
             self._validated_pairs = True
-            # The engine scores inside batch["mask"]: the head on the CT (B) side.
-            mask = batch.get("mask_B")
-            if torch.is_tensor(mask):
-                batch["mask"] = mask.bool()
+            mask = batch.get("mask_B")  # the head on the CT (B) side
             if self.hu_window_b is not None and torch.is_tensor(mask) and bool(mask.any()):
                 half_width = 0.5 * (self.hu_window_b[1] - self.hu_window_b[0])
                 error = (out["fake_B"].float() - batch["B"].float()).abs()[mask.bool()]

@@ -71,3 +71,29 @@ def test_fid_2d_images_and_errors():
         metric.update(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
     with pytest.raises(ValueError):
         metric.update(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), value_range=(1, 1))
+
+
+def test_unpaired_sets_fakes_and_reals_on_their_own_with_the_real_cache(monkeypatch):
+    # 3D: a real volume added alone is sliced where update() slices it, so the cache serves it
+    real = _phantom(0)[None, None]
+    metric = FID(n_slices=1, device="cpu")
+    metric.update(real, real)
+    paired_value = metric.compute()
+    metric.reset()
+    calls = []
+    features = metric._features
+    monkeypatch.setattr(metric, "_features", lambda images, vr: calls.append(len(images)) or features(images, vr))
+    metric.update_real(real)
+    assert calls == [] and metric.n_real == 3 and metric.n_images == 0  # from the cache
+    with pytest.raises(ValueError, match="fake and real"):
+        metric.compute()
+    metric.update_fake(real)  # sliced over its own foreground: the same slices as the real's
+    assert calls == [3] and metric.compute() == pytest.approx(paired_value, abs=1e-3)
+    # 2D: sets of different sizes
+    images = torch.stack([_phantom(s, 16)[..., 8] for s in (1, 2, 3)])[:, None]  # (3, 1, 16, 16)
+    sets = FID(device="cpu")
+    sets.update_fake(images[:2] * 0.5)
+    sets.update_real(images)
+    assert (sets.n_images, sets.n_real) == (2, 3) and sets.compute() > 0
+    with pytest.raises(ValueError):
+        sets.update_real(images, value_range=(1, 1))

@@ -318,3 +318,80 @@ def test_slice_mode_trains_a_2d_model_on_volumes_and_translates_whole_volumes(ti
         whole = model.infer(x)
         alone = model.infer(x[..., 2:3])
     assert torch.allclose(whole[..., 2:3], alone, atol=1e-5)
+
+
+def _set_features(volumes) -> "np.ndarray":
+    """The 2.5D FID images of each (1, X, Y, Z) model-space volume, by hand: one slice per axis at
+    the centre of the volume's own foreground extent, through the shipped InceptionV3."""
+    import numpy as np
+
+    from medgen.metrics import load_inception
+    from medgen.metrics.fid import slice_positions, take_slices, to_inception_input
+
+    net = load_inception("cpu")
+    feats = []
+    with torch.inference_mode():
+        for v in volumes:
+            images = take_slices(v.float(), slice_positions(v.float(), 1, (-1.0, 1.0)))
+            feats.append(net(torch.cat([to_inception_input(im, (-1.0, 1.0)) for im in images])).double().numpy())
+    return np.concatenate(feats)
+
+
+def test_unpaired_validation_without_any_pair_has_both_fids_equal_to_fids_between_the_sets(tmp_path, capsys):
+    """Issue 25: A and B of different patients (no name on both sides). The final validation
+    logs val/fid and val/btoa_fid, and `medgen evaluate` on the same scans gives the FID between
+    the set of translated volumes and the set of real target volumes."""
+    import json
+    import os
+    import shutil
+
+    import nibabel as nib
+    from mlflow.tracking import MlflowClient
+
+    from medgen.cli import main
+    from medgen.data.phantoms import make_subject
+    from medgen.engine import load_task
+    from medgen.inference import evaluation_data
+    from medgen.metrics import frechet_distance_from_features
+
+    root = tmp_path / "data"
+    for side, name, key in (("A", "mr", "t1"), ("B", "ct", "ct")):
+        (root / side).mkdir(parents=True)
+        for i in range(3):
+            s = make_subject(seed=1, index=i + (3 if side == "B" else 0), size=32)
+            nib.save(nib.Nifti1Image(s[key].astype("float32"), s["affine"]), root / side / f"{name}-{i}.nii.gz")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["train", "cyclegan", "--config", str(CONFIG), f"data.root={root}", "trainer.max_epochs=1",
+                     "trainer.fid_slices=1", f"tracking.uri={uri}", *TINY_OVERRIDES]) == 0
+    finally:
+        os.chdir(old)
+    (ckpt,) = (tmp_path / "checkpoints").glob("*/last.pt")
+    model, data, config, saved = load_task(str(ckpt), device="cpu")
+    data.setup()
+    assert sorted(i["subject"] for i in data.splits["val"]) == ["ct-2", "mr-1"]  # one scan a side, no pair
+    history = {k: [m.value for m in MlflowClient(uri).get_metric_history(ckpt.parent.name, f"val/{k}")]
+               for k in ("fid", "btoa_fid", "psnr")}
+    assert len(history["fid"]) == len(history["btoa_fid"]) == 1 and not history["psnr"]  # the final one; no pair
+
+    val = tmp_path / "val"  # the validation split's two scans, one of each side
+    for side, entry in (("A", "mr-1"), ("B", "ct-2")):
+        (val / side).mkdir(parents=True)
+        shutil.copy(root / side / f"{entry}.nii.gz", val / side)
+    capsys.readouterr()
+    assert main(["evaluate", "cyclegan", "--run", str(ckpt), "--data", str(val), "--json", "--fid-slices", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    _, dataset = evaluation_data(config, val, saved["data"])
+    (a,) = [i["A"] for i in dataset if "A" in i]
+    (b,) = [i["B"] for i in dataset if "B" in i]
+    with torch.no_grad():
+        fake_b, fake_a = model.infer(a[None], "AtoB")[0], model.infer(b[None], "BtoA")[0]
+    by_hand = {"fid": frechet_distance_from_features(_set_features([fake_b]), _set_features([b])),
+               "btoa_fid": frechet_distance_from_features(_set_features([fake_a]), _set_features([a]))}
+    for key, value in by_hand.items():
+        assert result["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-3), key
+        assert history[key][0] == pytest.approx(value, rel=1e-4, abs=1e-3), key  # the same two scans in training
+    assert "psnr" not in result["metrics"]
+
