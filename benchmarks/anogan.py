@@ -298,7 +298,7 @@ def mni_scores(model, data, paths, stats) -> list[dict]:
         brain = io.read(path.parent / "brain_mask.nii.gz").as_tensor() > 0.5
         x, state = data.preprocess(volume, mask=brain)
         mask = state["mask"]
-        amap = scoring.anomaly_map(model, x, mask, "encoder")
+        amap = scoring.anomaly_map(model, x, mask, "encoder", coords=state.get("coords"))
         lesion_file = path.parent / "lesion.nii.gz"
         label = data.mask_to_model_space(io.read(lesion_file).as_tensor() > 0.5, state) if lesion_file.is_file() else None
         row = {"path": str(path), "label": label, "mask": mask, "maps": {}, "scores": {}}

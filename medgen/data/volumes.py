@@ -13,6 +13,7 @@ from medgen.data.layouts import discover_volumes
 from medgen.data.volume_module import VolumeDataModule
 from medgen.errors import ConfigError
 from medgen.transforms.patches import RandomPatches, augmentation
+from medgen.transforms.spatial import position_maps
 
 STANDARDIZE = ("none", "nyul")
 
@@ -32,12 +33,17 @@ class Volumes(VolumeDataModule):
     the mask (:mod:`medgen.transforms.standardize`): the standard landmarks are fitted on the
     training scans (one extra read of each at set-up) and saved with the run, so a scan from
     another scanner is mapped onto the training scans' tissue contrast before it is scored.
+
+    ``position=True``: items also carry ``"coords"``, coordinate maps across the mask's bounding
+    box (:func:`medgen.transforms.spatial.position_maps`), and the model reads the patches'
+    positions (``model_settings``: ``position_channels``).
     """
 
     def __init__(self, root, key: str = "t1", modality: str = "mr", spacing="auto", patch_size=(32, 32, 32),
                  patches_per_volume: int = 8, batch_size: int = 8, val_fraction: float = 0.2, split_seed: int = 0,
                  cache: bool = True, augment: bool = False, test_fraction: float = 0.0, mask_key: str | None = None,
-                 label_key: str | None = None, cache_workers: int = 1, standardize: str = "none"):
+                 label_key: str | None = None, cache_workers: int = 1, standardize: str = "none",
+                 position: bool = False):
         super().__init__(root, modality=modality, spacing=spacing, patch_size=patch_size,
                          patches_per_volume=patches_per_volume, batch_size=batch_size, val_fraction=val_fraction,
                          test_fraction=test_fraction, split_seed=split_seed, cache=cache, cache_workers=cache_workers)
@@ -47,11 +53,15 @@ class Volumes(VolumeDataModule):
         if standardize not in STANDARDIZE:
             raise ConfigError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
         self.standardize = standardize
+        self.position = bool(position)
         self.standard: list[float] | None = None  # Nyúl standard landmarks (model space), fitted once
         # the training scans' lowest value and windows (lowest low, median and highest high): fitted,
         # saved with the run, and what `medgen score` compares a new scan with (intensity_warning)
         self.intensity_range: dict[str, float] | None = None
         self._train_floors: dict[str, float] = {}  # subject -> lowest raw value (training subjects count)
+
+    def model_settings(self) -> dict:
+        return {"position_channels": self.spatial_dims if self.position else 0}
 
     def _intensity_params(self, volume: torch.Tensor, mask, modality: str | None = None) -> dict:
         # Clip only the dark end: an anomaly brighter than every normal tissue (a FLAIR lesion)
@@ -128,6 +138,8 @@ class Volumes(VolumeDataModule):
         region = state["fg"][0] if state["mask"] is None else state["mask"]
         x, params = self._standardised(x, region, state["params"])
         state["params"] = state["output_params"] = params
+        if self.position:
+            state["coords"] = position_maps(region)
         return x, state
 
     def intensity_warning(self, volume, params: dict | None = None) -> str | None:
@@ -165,14 +177,17 @@ class Volumes(VolumeDataModule):
             "mask": region,
             "subject": item["subject"],
         }
+        if self.position:
+            out["coords"] = position_maps(region[0])
         if self.label_key:
             out["label"] = self._load_mask(item, self.label_key, v["raw"], v["pads"])
         return out
 
     def train_dataset(self) -> Dataset:
-        transform = augmentation(["image"], self.spatial_dims) if self.augment else None
-        return RandomPatches(self._volumes("train"), ["image"], self.patch_size, self.patches_per_volume,
+        keys = ["image"] + (["coords"] if self.position else [])  # positions move with the patch
+        transform = augmentation(keys, self.spatial_dims) if self.augment else None
+        return RandomPatches(self._volumes("train"), keys, self.patch_size, self.patches_per_volume,
                              transform=transform)
 
     def _eval_keys(self) -> list[str]:
-        return ["image", "subject", "mask"] + (["label"] if self.label_key else [])
+        return ["image", "subject", "mask"] + (["label"] if self.label_key else []) + (["coords"] if self.position else [])

@@ -122,3 +122,20 @@ def window_count(shape, roi, overlap: float) -> int:
     """How many windows sliding-window inference visits over ``shape`` (a volume smaller than the
     ROI is padded up to it)."""
     return len(window_slices([max(int(s), int(r)) for s, r in zip(shape, roi)], roi, overlap))
+
+
+def position_maps(region: torch.Tensor) -> torch.Tensor:
+    """Coordinate maps ``(D, *sp)`` of a region ``(*sp)`` (bool): each axis runs from -1 to 1 across
+    the region's bounding box (beyond it, on), so a position means the same place in heads of
+    any size, placement and field of view (the brain mask's box, else the foreground's)."""
+    region = torch.as_tensor(region).bool()
+    shape = tuple(region.shape)
+    nz = region.nonzero() if bool(region.any()) else torch.tensor([[0] * len(shape), [s - 1 for s in shape]])
+    lo, hi = nz.min(0).values.float(), nz.max(0).values.float()
+    axes = []
+    for k, n in enumerate(shape):
+        t = (torch.arange(n, dtype=torch.float32) - lo[k]) / max(float(hi[k] - lo[k]), 1.0) * 2.0 - 1.0
+        view = [1] * len(shape)
+        view[k] = n
+        axes.append(t.view(view).expand(shape))
+    return torch.stack(axes)

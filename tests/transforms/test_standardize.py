@@ -89,3 +89,19 @@ def test_volumes_fit_the_standard_on_training_scans_save_it_and_undo_it(tmp_path
     torch.testing.assert_close(x2, x)
     with pytest.raises(Exception, match="standardize"):
         Volumes(tmp_path / "d", standardize="whitestripe")
+
+
+def test_volumes_with_positions_carry_coordinate_maps_of_the_mask_box(tmp_path):
+    from medgen.data.volumes import Volumes
+
+    _scanner_folder(tmp_path / "d", 1.0, 3, 0)
+    data = Volumes(tmp_path / "d", key="t1", patch_size=(8, 8, 8), spacing=None, val_fraction=0.34, position=True)
+    data.setup()
+    assert data.model_settings() == {"position_channels": 3}
+    item = data.val_dataset()[0]
+    assert item["coords"].shape == (3, 20, 20, 20)
+    inside = item["mask"][0].nonzero()
+    lo, hi = inside.min(0).values, inside.max(0).values
+    assert float(item["coords"][0, lo[0], 0, 0]) == -1.0 and float(item["coords"][0, hi[0], 0, 0]) == 1.0
+    patch = data.train_dataset()[0]
+    assert patch["coords"].shape == (3, 8, 8, 8) and patch["image"].shape == (1, 8, 8, 8)

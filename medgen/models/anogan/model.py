@@ -51,15 +51,25 @@ GANS = ("dcgan", "wgan-gp")
 
 
 class FAnoGANReconstructor(nn.Module):
-    """The exported network: patch x -> G(E(x)) (a pseudo-healthy reconstruction)."""
+    """The exported network: patch x -> G(E(x)) (a pseudo-healthy reconstruction). With position
+    channels, x carries them after the image channel and G also gets the patch's position."""
 
-    def __init__(self, encoder: nn.Module, generator: nn.Module):
+    def __init__(self, encoder: nn.Module, generator: nn.Module, position_channels: int = 0):
         super().__init__()
         self.encoder = encoder
         self.generator = generator
+        self.position_channels = position_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(self.encoder(x))
+        z = self.encoder(x)
+        if self.position_channels:
+            z = torch.cat([z, patch_position(x[:, -self.position_channels:])], 1)
+        return self.generator(z)
+
+
+def patch_position(coords: torch.Tensor) -> torch.Tensor:
+    """``(B, P, *patch)`` coordinate maps -> ``(B, P)``: the patch centre's position."""
+    return coords.flatten(2).mean(2)
 
 
 @register_model("anogan")
@@ -97,6 +107,10 @@ class AnoGAN(GenerativeModel):
             lesion is a coherent blob, reconstruction noise is not, so smoothing raises the
             lesion's contrast against scattered single-voxel residuals.
         calibration_percentile: percentile of held-out normal scores used as the threshold.
+        position_channels: set by the data (``data.position=true``): the patch's position in the
+            brain (coordinate maps normalised to the brain mask's box) is an input of E and D and
+            G's condition, so that the model knows *where* a patch is: a dark blob where white
+            matter belongs is an anomaly, the same blob beside a ventricle is not (issue 27).
         polarity: which residual the map and the score read (``both`` |x − G(z)|, ``bright``
             x above its reconstruction, ``dark`` below it: T1 black holes); validation calibrates a
             threshold for each, so ``medgen score --polarity`` may choose another.
@@ -133,6 +147,7 @@ class AnoGAN(GenerativeModel):
         smooth_sigma: float = 1.0,
         calibration_percentile: float = 99.0,
         polarity: str = "both",
+        position_channels: int = 0,
         score_batch_size: int = 16,
         patch_size: Sequence[int] | None = None,
     ):
@@ -171,6 +186,7 @@ class AnoGAN(GenerativeModel):
         self.smooth_sigma = smooth_sigma
         self.calibration_percentile = calibration_percentile
         self.polarity = polarity
+        self.position_channels = int(position_channels)
         self.score_batch_size = score_batch_size
         # BCE for AnoGAN's DCGAN; the Wasserstein critic loss for f-AnoGAN.
         self.adversarial = AdversarialLoss("bce" if gan == "dcgan" else "wgan-gp")
@@ -200,11 +216,13 @@ class AnoGAN(GenerativeModel):
             raise ValueError(f"networks already built for patch size {self._roi}, not {value}")
         self._roi = value
         dims = len(value)
-        self.generator = DCGANGenerator(dims, self.latent_dim, value, self.generator_channels, norm="batch")
+        pc = self.position_channels
+        self.generator = DCGANGenerator(dims, self.latent_dim + pc, value, self.generator_channels, norm="batch")
         # DCGAN keeps BatchNorm in D; a WGAN-GP critic must not (per-sample gradient penalty).
         d_norm = "batch" if self.gan == "dcgan" else "layer"
-        self.discriminator = DCGANDiscriminator(dims, value, self.discriminator_channels, norm=d_norm)
-        self.encoder = DCGANEncoder(dims, self.latent_dim, value, self.discriminator_channels,
+        self.discriminator = DCGANDiscriminator(dims, value, self.discriminator_channels, in_channels=1 + pc,
+                                                norm=d_norm)
+        self.encoder = DCGANEncoder(dims, self.latent_dim, value, self.discriminator_channels, in_channels=1 + pc,
                                     norm="batch", latent_bound=self.latent_bound)
 
     def _require_networks(self) -> None:
@@ -252,25 +270,49 @@ class AnoGAN(GenerativeModel):
     def sample_z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 
+    # --- the networks with the patch's position (when position_channels) ------------------
+    def _coords(self, x: torch.Tensor, coords: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.position_channels:
+            return None
+        if coords is None:
+            raise ValueError("this model reads patch positions (data.position=true) but got no coordinate maps")
+        return coords.to(x.device, x.dtype)
+
+    def with_position(self, x: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
+        """E's and D's input: the image, and the coordinate maps when the model reads them."""
+        c = self._coords(x, coords)
+        return x if c is None else torch.cat([x, c], 1)
+
+    def generate(self, z: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z), conditioned on the patches' positions when the model reads them."""
+        c = self._coords(z, coords)
+        return self.generator(z if c is None else torch.cat([z, patch_position(c)], 1))
+
+    def encode(self, x: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(self.with_position(x, coords))
+
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         self._require_networks()
         x = batch["image"].to(self.device, torch.float32)
+        coords = batch.get("coords")
         if self.phase == "encoder":
-            return self.encoder_step(x)
-        return self.gan_step(x)
+            return self.encoder_step(x, coords)
+        return self.gan_step(x, coords)
 
-    def gan_step(self, x: torch.Tensor) -> dict[str, float]:
-        """One discriminator/critic update; a generator update every ``n_critic`` (WGAN-GP)."""
-        G, D = self.generator, self.discriminator
+    def gan_step(self, x: torch.Tensor, coords: torch.Tensor | None = None) -> dict[str, float]:
+        """One discriminator/critic update; a generator update every ``n_critic`` (WGAN-GP).
+        With positions, each fake takes a real patch's position: D judges the pair."""
+        G, D = self.generate, self.discriminator
         n = x.shape[0]
+        real = self.with_position(x, coords)
         with self.autocast():
-            fake = G(self.sample_z(n))
-            real_logit = D(x)[1]
+            fake = self.with_position(G(self.sample_z(n), coords), coords)
+            real_logit = D(real)[1]
             fake_logit = D(fake.detach())[1]
             loss_d = self.adversarial.d_loss(real_logit, fake_logit)
         out = {"d_loss": float(loss_d.detach())}
         if self.gan == "wgan-gp":
-            gp = gradient_penalty(D, x, fake)
+            gp = gradient_penalty(D, real, fake)
             loss_d = loss_d + self.gp_weight * gp
             out["gp"] = float(gp.detach())
             out["wasserstein"] = float((real_logit.mean() - fake_logit.mean()).detach())
@@ -278,29 +320,29 @@ class AnoGAN(GenerativeModel):
         self._critic_steps += 1
         if self.gan == "dcgan" or self._critic_steps % self.n_critic == 0:
             with self.frozen(D), self.autocast():
-                loss_g = self.adversarial.g_loss(D(G(self.sample_z(n)))[1])
+                loss_g = self.adversarial.g_loss(D(self.with_position(G(self.sample_z(n), coords), coords))[1])
             self.optimizer_step("G", loss_g)
             self._last_g_loss = float(loss_g.detach())
         if self._last_g_loss is not None:
             out["g_loss"] = self._last_g_loss
         return out
 
-    def izif_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def izif_loss(self, x: torch.Tensor, coords: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """f-AnoGAN izi_f: ``MSE(x, G(E(x))) + κ·MSE(f(x), f(G(E(x))))``; returns (loss, img, feat)."""
-        rec = self.generator(self.encoder(x))
-        f_rec = self.discriminator(rec)[0]
+        rec = self.generate(self.encode(x, coords), coords)
+        f_rec = self.discriminator(self.with_position(rec, coords))[0]
         with torch.no_grad():
-            f_x = self.discriminator(x)[0]
+            f_x = self.discriminator(self.with_position(x, coords))[0]
         img = F.mse_loss(rec, x)
         feat = F.mse_loss(f_rec, f_x)
         return img + self.kappa * feat, img, feat
 
-    def encoder_step(self, x: torch.Tensor) -> dict[str, float]:
+    def encoder_step(self, x: torch.Tensor, coords: torch.Tensor | None = None) -> dict[str, float]:
         """One encoder update with G and D frozen (eval mode: BatchNorm running statistics)."""
         self.generator.eval()
         self.discriminator.eval()
         with self.frozen(self.generator, self.discriminator), self.autocast():
-            loss, img, feat = self.izif_loss(x)
+            loss, img, feat = self.izif_loss(x, coords)
         self.optimizer_step("E", loss)
         self.encoder_steps += 1
         return {"izif_loss": float(loss.detach()), "izif_img": float(img.detach()), "izif_feat": float(feat.detach())}
@@ -322,8 +364,10 @@ class AnoGAN(GenerativeModel):
         # Before the encoder has trained, G(E(x)) says nothing and no score calibrates anything:
         # the first validation (which only has to fail early) tiles without overlap, 8x fewer
         # 3D patches (a whole 1 mm head took ~40 s of a 20-minute run with overlap).
+        coords = batch.get("coords")
         out = scoring.anomaly_map(self, x[0], mask, "encoder", tile_everywhere=True,
-                                  overlap=0.0 if self.encoder_steps == 0 else None)
+                                  overlap=0.0 if self.encoder_steps == 0 else None,
+                                  coords=None if coords is None else torch.as_tensor(coords)[0])
         scores = {pol: scoring.scan_score(scoring.polarity_map(out, pol), mask, self.top_percent, self.smooth_sigma)
                   for pol in scoring.POLARITIES}
         if self.encoder_steps > 0:
@@ -341,18 +385,23 @@ class AnoGAN(GenerativeModel):
 
     @torch.no_grad()
     def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Pseudo-healthy reconstruction ``G(E(x))`` of whole volumes ``(B, C, *sp)``, patch-wise.
+        """Pseudo-healthy reconstruction ``G(E(x))`` of whole volumes ``(B, C, *sp)``, patch-wise
+        (positions, if the model reads them, from each volume's foreground).
 
         Anomaly maps come from :func:`medgen.models.anogan.scoring.score_volume` (``medgen score``).
         """
         from medgen.models.anogan import scoring
 
         self._require_networks()
-        return torch.stack([scoring.anomaly_map(self, v, None, "encoder", tile_everywhere=True)["recon"] for v in x])
+        out = []
+        for v in x:
+            coords = scoring.position_maps(scoring.model_space_mask(v)) if self.position_channels else None
+            out.append(scoring.anomaly_map(self, v, None, "encoder", tile_everywhere=True, coords=coords)["recon"])
+        return torch.stack(out)
 
     def exported_network(self) -> nn.Module:
         self._require_networks()
-        return FAnoGANReconstructor(self.encoder, self.generator)
+        return FAnoGANReconstructor(self.encoder, self.generator, self.position_channels)
 
     # --- threshold ---------------------------------------------------------------------------
     @property

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgen.transforms.spatial import pad_amounts, pad_to, unpad
+from medgen.transforms.spatial import pad_amounts, pad_to, position_maps, unpad
 
 MODES = ("encoder", "search")
 POLARITIES = ("both", "bright", "dark")
@@ -67,9 +67,9 @@ def patch_grid(
 
 # --- latent mapping ------------------------------------------------------------------------
 @torch.no_grad()
-def encode_patches(model, patches: torch.Tensor) -> torch.Tensor:
+def encode_patches(model, patches: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
     """izi_f: z = E(x)."""
-    return model.encoder(patches)
+    return model.encode(patches, coords)
 
 
 def latent_search(
@@ -79,6 +79,7 @@ def latent_search(
     lam: float | None = None,
     lr: float | None = None,
     seed: int = 0,
+    coords: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """AnoGAN's iterative mapping (Schlegl et al. 2017): optimise z for Γ steps with Adam.
 
@@ -92,15 +93,15 @@ def latent_search(
     lr = model.search_lr if lr is None else lr
     G, D = model.generator, model.discriminator
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(patches.shape[0], G.latent_dim, generator=gen).to(patches.device).requires_grad_(True)
+    z = torch.randn(patches.shape[0], model.latent_dim, generator=gen).to(patches.device).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     history: list[float] = []
     with model.frozen(G, D), torch.enable_grad():
         with torch.no_grad():
-            fx = D(patches)[0]
+            fx = D(model.with_position(patches, coords))[0]
         for _ in range(steps):
-            rec = G(z)
-            frec = D(rec)[0]
+            rec = model.generate(z, coords)
+            frec = D(model.with_position(rec, coords))[0]
             res = (patches - rec).abs().flatten(1).mean(1)
             fres = (fx - frec).abs().mean(1)
             loss = ((1.0 - lam) * res + lam * fres).sum()
@@ -112,17 +113,19 @@ def latent_search(
 
 
 @torch.no_grad()
-def reconstruct_patches(model, patches: torch.Tensor, mode: str = "encoder", seed: int = 0) -> dict[str, torch.Tensor]:
-    """Map patches (N, C, *roi) to G(z); return reconstruction, residual maps and izi_f losses."""
+def reconstruct_patches(model, patches: torch.Tensor, mode: str = "encoder", seed: int = 0,
+                        coords: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Map patches (N, C, *roi) to G(z); return reconstruction, residual maps and izi_f losses.
+    ``coords``: the patches' coordinate maps (N, D, *roi), for a model that reads positions."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} not one of {MODES}")
-    G, D = model.generator, model.discriminator
+    D = model.discriminator
     if mode == "encoder":
-        z = encode_patches(model, patches)
+        z = encode_patches(model, patches, coords)
     else:
-        z, _ = latent_search(model, patches, seed=seed)
-    rec = G(z)
-    fmap_x, fmap_r = D.feature_map(patches), D.feature_map(rec)
+        z, _ = latent_search(model, patches, seed=seed, coords=coords)
+    rec = model.generate(z, coords)
+    fmap_x, fmap_r = D.feature_map(model.with_position(patches, coords)), D.feature_map(model.with_position(rec, coords))
     signed = (patches - rec).mean(1, keepdim=True)
     residual = (patches - rec).abs().mean(1, keepdim=True)
     feat_res = (fmap_x - fmap_r).abs().mean(1, keepdim=True)
@@ -142,6 +145,7 @@ def anomaly_map(
     tile_everywhere: bool = False,
     progress: bool = False,
     overlap: float | None = None,
+    coords: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Anomaly map of one model-space volume ``x (C, *sp)``.
 
@@ -149,7 +153,8 @@ def anomaly_map(
     "izif": mean patch izi_f loss, "patches": n}``. Patches touch `mask` unless
     ``tile_everywhere`` (validation covers the whole volume so that its reconstruction PSNR is
     honest); voxels no patch covers get map 0 and reconstruction x. ``overlap``: of the patches
-    (default the model's).
+    (default the model's). ``coords`` ``(D, *sp)``: the volume's coordinate maps
+    (:func:`position_maps`), for a model that reads positions.
     """
     roi = tuple(model.roi_size)
     device = model.device
@@ -158,6 +163,7 @@ def anomaly_map(
     background = float(x.min())
     pads = pad_amounts(spatial, roi)  # a volume smaller than a patch is padded up to one
     xp = pad_to(x, pads, background)
+    cp = None if coords is None else pad_to(torch.as_tensor(coords).to(device=device, dtype=torch.float32), pads, 0.0)
     m = None
     if mask is not None:
         m = pad_to(torch.as_tensor(mask).to(device).reshape(spatial)[None].float(), pads, 0.0)[0].bool()
@@ -182,7 +188,8 @@ def anomaly_map(
         for b0 in batches:
             group = windows[b0 : b0 + bs]
             patches = torch.stack([xp[(slice(None),) + sl] for sl in group])
-            out = reconstruct_patches(model, patches, mode, seed=b0)
+            pcoords = None if cp is None else torch.stack([cp[(slice(None),) + sl] for sl in group])
+            out = reconstruct_patches(model, patches, mode, seed=b0, coords=pcoords)
             w = model.feature_weight
             pmap = (1.0 - w) * out["residual"] + w * out["feature_residual"] if w else out["residual"]
             for i, sl in enumerate(group):
@@ -285,13 +292,17 @@ def model_space_mask(x: torch.Tensor) -> torch.Tensor:
 
 
 def score_tensor(model, x: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "encoder",
-                 progress: bool = False, polarity: str | None = None) -> tuple[float, torch.Tensor, dict[str, Any]]:
+                 progress: bool = False, polarity: str | None = None,
+                 coords: torch.Tensor | None = None) -> tuple[float, torch.Tensor, dict[str, Any]]:
     """Score one model-space volume ``(C, *sp)``: ``(score, map (1, *sp), details)``; the map
-    (of `polarity`, default the model's) is zero outside `mask` (default: the volume's foreground)."""
+    (of `polarity`, default the model's) is zero outside `mask` (default: the volume's foreground).
+    A model that reads positions gets ``coords``, by default those of `mask`'s box."""
     polarity = polarity or getattr(model, "polarity", "both")
     if mask is None:
         mask = model_space_mask(x)
-    out = anomaly_map(model, x, mask, mode, progress=progress)
+    if coords is None and getattr(model, "position_channels", 0):
+        coords = position_maps(mask)
+    out = anomaly_map(model, x, mask, mode, progress=progress, coords=coords)
     amap = polarity_map(out, polarity)
     score = scan_score(amap, mask, model.top_percent, model.smooth_sigma)
     # The map is reported inside the mask only: background and (with a brain mask) skull
@@ -317,7 +328,8 @@ def score_volume(model, data, volume: torch.Tensor, mode: str = "encoder", progr
         note = data.intensity_warning(volume.as_tensor() if hasattr(volume, "as_tensor") else volume, state["params"])
         if note:
             warn(note)
-    score, amap, _ = score_tensor(model, x, state.get("mask"), mode, progress=progress, polarity=polarity)
+    score, amap, _ = score_tensor(model, x, state.get("mask"), mode, progress=progress, polarity=polarity,
+                                  coords=state.get("coords"))
     return score, to_input_geometry(data, amap.cpu(), state, volume)
 
 
