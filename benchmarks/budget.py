@@ -170,8 +170,8 @@ def anogan(work: Path, minutes: float, quick: bool) -> dict:
 
 
 # --- 1 mm -----------------------------------------------------------------------------------------
-def one_mm(work: Path, minutes: float, quick: bool) -> list[dict]:
-    """Shares of the shipped configs on 1 mm volumes: pet-cgan and anogan side by side."""
+def one_mm(work: Path, minutes: float, quick: bool, tasks=("pet-cgan", "anogan")) -> list[dict]:
+    """Shares of the shipped configs on 1 mm volumes: pet-cgan and anogan side by side (or `tasks`)."""
     import nibabel as nib
     import pet_cgan as pbench
 
@@ -180,9 +180,10 @@ def one_mm(work: Path, minutes: float, quick: bool) -> list[dict]:
     n = 3 if quick else 6
     grid = 2 if quick else 1
     anatomies = pbench.mni_anatomies(n, grid, 0)
-    counts = pbench.calibrate_counts([a for _, a, _ in anatomies[:2]], [m for _, _, m in anatomies[:2]], 20.5, 0, False)
     pet_root = work / "1mm" / "pet"
-    pbench.write_pairs(pet_root, pbench.render_subjects(anatomies, counts, 0, False))
+    if "pet-cgan" in tasks:
+        counts = pbench.calibrate_counts([a for _, a, _ in anatomies[:2]], [m for _, _, m in anatomies[:2]], 20.5, 0, False)
+        pbench.write_pairs(pet_root, pbench.render_subjects(anatomies, counts, 0, False))
     t1_path = next(pbench.MNI_DIR.glob("*_t1_*.nii*"))
     t1 = nib.load(t1_path)
     gm = np.asarray(nib.load(pbench.MNI_DIR / pbench.MNI_GM).dataobj, np.float32)
@@ -199,8 +200,10 @@ def one_mm(work: Path, minutes: float, quick: bool) -> list[dict]:
                  d / "brain_mask.nii.gz")
     shape = "×".join(map(str, data.shape))
     procs, cwds = {}, {}
-    for core, (task, root, extra) in enumerate((("pet-cgan", pet_root, []),
-                                                 ("anogan", mr_root, ["data.mask_key=brain_mask"]))):
+    for task, root, extra in (("pet-cgan", pet_root, []), ("anogan", mr_root, ["data.mask_key=brain_mask"])):
+        if task not in tasks:
+            continue
+        core = len(procs)  # one core each, from core 0
         cwds[task] = work / "1mm" / task
         args = ["train", task, "--config", str(REPO / "configs" / f"{task}-cpu.yaml"), f"data.root={root}",
                 f"trainer.max_minutes={minutes:g}", *extra, "trainer.progress=false"]
@@ -267,7 +270,7 @@ def main(argv=None) -> int:
     flags = f"--minutes {args.minutes:g}" + (" --one-mm" if args.one_mm else "") + (" --quick" if args.quick else "")
     head = f"Run {started:%Y-%m-%d %H:%M} by `python benchmarks/budget.py {flags}` on {machine(1)} per run, two runs side by side."
     if args.one_mm:
-        rows = one_mm(work, args.minutes, args.quick)
+        rows = one_mm(work, args.minutes, args.quick, tuple(args.tasks.split(",")))
         (work / "one_mm.json").write_text(json.dumps(rows, indent=2))
         text = head + "\n\n" + format_one_mm(rows)
     else:
