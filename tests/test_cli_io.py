@@ -54,6 +54,29 @@ def test_info_table_is_readable(tmp_path, capsys):
     assert "2 x 3 x 4" in out and "2 x 2 x 3" in out and "RAS" in out and "0 / 23" in out and "float32" in out
 
 
+def test_info_says_when_the_values_shown_are_not_the_stored_type(tmp_path, capsys):
+    """An RT dose stores uint32 and scales it to Gy: 'dtype uint32' beside 'min 0.795' read as
+    a contradiction; the table says both types, the JSON has ``rescaled``."""
+    from pydicom.data import get_testdata_file
+
+    assert main(["info", get_testdata_file("rtdose.dcm")]) == 0
+    out = capsys.readouterr().out
+    assert "uint32 on disk, float32 after the file's rescale" in out and "0.795 / 1.254" in out
+    assert main(["info", "--json", get_testdata_file("rtdose.dcm")]) == 0
+    assert json.loads(capsys.readouterr().out)["rescaled"] is True
+    # NIfTI: scl_slope/scl_inter count, a plain file does not
+    img = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+    img.header.set_slope_inter(0.5, -10.0)
+    nib.save(img, str(tmp_path / "scaled.nii.gz"))
+    nib.save(nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4)), str(tmp_path / "plain.nii.gz"))
+    assert main(["info", "--json", str(tmp_path / "scaled.nii.gz")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["rescaled"] is True and facts["dtype"] == "int16" and facts["min"] == -10.0
+    assert main(["info", str(tmp_path / "plain.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "int16" in out and "rescale" not in out
+
+
 def test_info_on_a_dataset_folder_lists_every_volume_and_its_voxel_sizes(tmp_path, capsys):
     from pydicom.data import get_testdata_file
 

@@ -35,7 +35,8 @@ def format_table(facts: dict) -> str:
         ("shape", _fmt(facts["shape"]) + ("  (file's voxel order)" if facts["shape"] else "")),
         ("spacing (mm)", _fmt(facts["spacing"])),
         ("orientation", _fmt(facts["orientation"])),
-        ("dtype", _fmt(facts["dtype"])),
+        ("dtype", _fmt(facts["dtype"]) + (" on disk, float32 after the file's rescale (the values below)"
+                                          if facts.get("rescaled") else "")),
         ("min / max", f"{_fmt(facts['min'])} / {_fmt(facts['max'])}"),
         ("mean", _fmt(facts["mean"])),
         ("modality", _fmt(facts["modality"])),

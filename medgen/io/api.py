@@ -208,8 +208,9 @@ def _storage_dtype(raw: RawVolume) -> np.dtype:
 
 def describe(path, series: str | None = None) -> dict:
     """Facts about a volume as stored, for ``medgen info``: shape and spacing in the file's own
-    voxel order, orientation codes of its axes (e.g. "LPS"), on-disk dtype, intensity min/max/mean
-    (after rescale, e.g. HU), modality (DICOM only, else None) and number of series."""
+    voxel order, orientation codes of its axes (e.g. "LPS"), on-disk dtype and whether the file's
+    scaling (DICOM slope/intercept or dose scaling, NIfTI scl_slope) was applied, intensity
+    min/max/mean (after that rescale, e.g. HU), modality (DICOM only, else None) and number of series."""
     path = Path(path)
     from medgen.io import dicom
 
@@ -229,6 +230,7 @@ def describe(path, series: str | None = None) -> dict:
         "spacing": [round(v, 6) for v in voxel_sizes(raw.affine)],
         "orientation": axcodes(raw.affine),
         "dtype": str(raw.disk_dtype),
+        "rescaled": bool(raw.rescaled),
         "min": float(finite.min()),
         "max": float(finite.max()),
         "mean": float(finite.astype(np.float64).mean()),

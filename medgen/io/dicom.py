@@ -187,8 +187,9 @@ def _read_series(folder: Path, s: SeriesInfo) -> RawVolume:
         raise InputError(folder, f"series {s.uid} mixes image sizes {sorted(shapes)}: not one volume")
     frames = [_frame_from_header(h, _file_loader(p)) for h, p in zip(s.headers, s.files)]
     rows, cols = shapes.pop()
-    data, affine, dtype = _stack(folder, frames, rows, cols)
-    return RawVolume(data, affine, dtype, "dicom", modality=s.modality, series_description=s.description or None)
+    data, affine, dtype, scaled = _stack(folder, frames, rows, cols)
+    return RawVolume(data, affine, dtype, "dicom", modality=s.modality, series_description=s.description or None,
+                     rescaled=scaled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +216,9 @@ def read_dicom_file(path) -> RawVolume:
         frames = _classic_multiframe(ds, pixels, n_frames)
     else:
         frames = [_frame_from_header(ds, lambda: pixels(0))]
-    data, affine, dtype = _stack(path, frames, rows, cols)
-    return RawVolume(data, affine, dtype, "dicom", modality=_modality(ds), series_description=str(ds.get("SeriesDescription", "") or "") or None)
+    data, affine, dtype, scaled = _stack(path, frames, rows, cols)
+    return RawVolume(data, affine, dtype, "dicom", modality=_modality(ds),
+                     series_description=str(ds.get("SeriesDescription", "") or "") or None, rescaled=scaled)
 
 
 def _modality(ds: Dataset) -> str | None:
@@ -454,7 +456,9 @@ def slice_order(folder: Path, headers: list[Dataset]) -> np.ndarray:
 
 
 def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
-    """Order frames along the slice normal and assemble (X=cols, Y=rows, Z) with its RAS affine."""
+    """Order frames along the slice normal and assemble (X=cols, Y=rows, Z) with its RAS affine;
+    also the stored pixels' dtype and whether a rescale (slope/intercept, dose scaling) turned them
+    into the values returned."""
     order, affine = _geometry(path, frames)
     data = np.empty((cols, rows, len(frames)), dtype=np.float32)
     disk_dtype = None
@@ -469,7 +473,8 @@ def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
         if not rescaled and (f.slope != 1 or f.intercept != 0):
             values = values * np.float32(f.slope) + np.float32(f.intercept)
         data[:, :, k] = values.T
-    return data, affine, np.dtype(disk_dtype)
+    scaled = any(f.slope != 1 or f.intercept != 0 for f in frames)
+    return data, affine, np.dtype(disk_dtype), scaled
 
 
 def _geometry(path: Path, frames: list[_Frame]) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,9 @@ CANONICAL = nib.orientations.axcodes2ornt(("R", "A", "S"))
 @dataclass
 class RawVolume:
     """A volume as stored on disk: ``data`` (X, Y, Z) float32 in file voxel order (intensity
-    scaling such as RescaleSlope/Intercept already applied), ``affine`` voxel -> RAS mm."""
+    scaling such as RescaleSlope/Intercept already applied), ``affine`` voxel -> RAS mm;
+    ``disk_dtype`` the stored values' type, ``rescaled`` whether a scaling (DICOM slope/intercept
+    or dose scaling, NIfTI scl_slope/scl_inter) turned them into ``data``."""
 
     data: np.ndarray
     affine: np.ndarray
@@ -35,6 +37,7 @@ class RawVolume:
     series_count: int = 1
     series_description: str | None = None
     extra: dict = field(default_factory=dict)
+    rescaled: bool = False
 
 
 def affine_from_lps(direction: np.ndarray, spacing, origin) -> np.ndarray:

@@ -109,11 +109,13 @@ def read_nifti(path: Path) -> RawVolume:
     except Exception as e:  # truncated gzip, short file, unsupported dtype
         raise InputError(path, f"image data is truncated or corrupt ({short(e)})") from None
     data = data.reshape(shape + (1,) * (3 - len(shape)))
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
     return RawVolume(
         data=data,
         affine=np.asarray(img.affine, dtype=np.float64),
         disk_dtype=np.dtype(img.get_data_dtype()),
         source_format=_format(img),
+        rescaled=bool(np.isfinite(slope) and np.isfinite(inter) and (slope != 1 or inter != 0)),
     )
 
 
