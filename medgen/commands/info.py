@@ -14,7 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("path", help="volume file, DICOM folder, a folder of volumes (searched recursively), "
                                      "or an expression table (.tsv, .tsv.gz) or its folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--series", default=None, help="DICOM folder with several series: SeriesInstanceUID or description to describe")
+    parser.add_argument("--series", default=None, help="DICOM folder with several series: the one to describe, by SeriesInstanceUID, "
+                                                        "series number, or its description or an unambiguous part of it")
     parser.add_argument("--genes-by-samples", action="store_true",
                         help="expression table whose rows are genes and columns samples")
 
@@ -46,9 +47,10 @@ def format_table(facts: dict) -> str:
         rows.insert(0, ("format", facts["format"]))
     lines = [f"{k:<13} {v}" for k, v in rows]
     for s in facts.get("series_list") or []:
-        lines.append(f"  {s['uid']}  '{s['description']}'  {s['modality'] or '-'}  {s['files']} files")
+        number = f"  number {s['number']}" if s.get("number") else ""
+        lines.append(f"  {s['uid']}{number}  '{s['description']}'  {s['modality'] or '-'}  {s['files']} files")
     if facts.get("series_list"):
-        lines.append("choose one with --series UID_OR_DESCRIPTION")
+        lines.append("choose one with --series: its UID, its number, or its description (a part that no other has will do)")
     return "\n".join(lines)
 
 

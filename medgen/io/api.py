@@ -221,7 +221,8 @@ def describe(path, series: str | None = None) -> dict:
                 "shape": None, "spacing": None, "orientation": None, "dtype": None,
                 "min": None, "max": None, "mean": None,
                 "modality": None, "series": len(listing),
-                "series_list": [{"uid": s.uid, "description": s.description, "modality": s.modality, "files": len(s.files)} for s in listing],
+                "series_list": [{"uid": s.uid, "number": s.number, "description": s.description, "modality": s.modality,
+                                 "files": len(s.files)} for s in listing],
             }
     raw = _load(path, series)
     finite = raw.data[np.isfinite(raw.data)]

@@ -95,6 +95,7 @@ class SeriesInfo:
     modality: str | None
     files: list[Path] = field(default_factory=list)
     headers: list[Dataset] = field(default_factory=list)
+    number: str = ""  # SeriesNumber, as written
 
 
 @_quietly
@@ -116,7 +117,8 @@ def list_series(folder) -> list[SeriesInfo]:
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
         if uid not in series:
-            series[uid] = SeriesInfo(uid, str(ds.get("SeriesDescription", "") or ""), _modality(ds))
+            series[uid] = SeriesInfo(uid, str(ds.get("SeriesDescription", "") or ""), _modality(ds),
+                                     number=str(ds.get("SeriesNumber", "") or "").strip())
         series[uid].files.append(p)
         series[uid].headers.append(ds)
     if not series:
@@ -135,7 +137,7 @@ def _describe_series(listing) -> str:
 @_quietly
 def read_dicom_folder(folder, series: str | None = None) -> RawVolume:
     """One series of a DICOM folder. Several series: refused unless ``series`` names one by
-    SeriesInstanceUID or SeriesDescription."""
+    SeriesInstanceUID, SeriesNumber or (part of) its SeriesDescription."""
     folder = Path(folder)
     listing = list_series(folder)
     raw = _read_series(folder, _choose_series(folder, listing, series))
@@ -159,14 +161,38 @@ def dicom_folder_geometry(folder, series: str | None = None) -> tuple[tuple[int,
 def _choose_series(folder: Path, listing: list[SeriesInfo], series: str | None) -> SeriesInfo:
     if series is None:
         if len(listing) > 1:
-            raise InputError(folder, f"holds {len(listing)} DICOM series, choose one by UID or description: {_describe_series(listing)}")
+            raise InputError(folder, f"holds {len(listing)} DICOM series, choose one by UID, series number or description: {_describe_series(listing)}")
         return listing[0]
-    matches = [s for s in listing if series in (s.uid, s.description)]
+    matches = _matching_series(listing, series)
     if not matches:
         raise InputError(folder, f"no series {series!r}; available: {_describe_series(listing)}")
     if len(matches) > 1:
         raise InputError(folder, f"several series match {series!r}, choose one by UID: {_describe_series(matches)}")
     return matches[0]
+
+
+def _matching_series(listing: list[SeriesInfo], wanted: str) -> list[SeriesInfo]:
+    """The series ``wanted`` names, trying in turn: the SeriesInstanceUID, the SeriesNumber, the
+    whole SeriesDescription (exactly, then in any case), a part of it (in any case). The first
+    kind that matches decides, so ``T1`` picks the series described 'T1' over 'T1 post'."""
+    wanted = str(wanted).strip()
+    low = wanted.casefold()
+
+    def number_matches(s: SeriesInfo) -> bool:
+        try:
+            return s.number != "" and float(s.number) == float(wanted)
+        except ValueError:
+            return False
+
+    for test in (lambda s: s.uid == wanted,
+                 number_matches,
+                 lambda s: s.description == wanted,
+                 lambda s: s.description.casefold() == low,
+                 lambda s: bool(low) and low in s.description.casefold()):
+        found = [s for s in listing if test(s)]
+        if found:
+            return found
+    return []
 
 
 def _multi_frame(s: SeriesInfo) -> list[Dataset]:

@@ -106,6 +106,36 @@ def test_several_series_refused_unless_one_is_chosen(tmp_path, builders, ct_stor
     assert describe(folder, series="thin")["series"] == 2
 
 
+def test_series_chosen_by_number_uid_or_part_of_its_description(tmp_path, builders, ct_stored):
+    """--series needed the exact SeriesDescription; the number, the UID or an unambiguous part
+    of the description (in any case) do too, and an ambiguous part is refused with the choices."""
+    from medgen.commands.info import format_table
+
+    folder = tmp_path / "study"
+    builders.dicom_series(folder / "a", ct_stored, description="T1 MPRAGE sag", series_uid="1.2.3.1")
+    builders.dicom_series(folder / "b", ct_stored[:, :, :5], description="T1 MPRAGE post-contrast", series_uid="1.2.3.2")
+    builders.dicom_series(folder / "c", ct_stored[:, :, :3], description="FLAIR axial", series_uid="1.2.3.3")
+    for sub, number in (("a", 3), ("b", 12), ("c", 7)):
+        for f in (folder / sub).iterdir():
+            ds = pydicom.dcmread(f)
+            ds.SeriesNumber = number
+            ds.save_as(f)
+    assert read(folder, series="12").shape == (20, 16, 5)          # series number
+    assert read(folder, series="1.2.3.1").shape == (20, 16, 12)    # UID
+    assert read(folder, series="flair").shape == (20, 16, 3)       # part of the description, any case
+    assert read(folder, series="post").shape == (20, 16, 5)
+    assert read(folder, series="t1 mprage sag").shape == (20, 16, 12)  # whole description, any case
+    with pytest.raises(InputError, match="several series match 'MPRAGE'") as err:
+        read(folder, series="MPRAGE")
+    assert "1.2.3.1" in str(err.value) and "1.2.3.2" in str(err.value) and "1.2.3.3" not in str(err.value)
+    with pytest.raises(InputError, match="no series 'dwi'; available: "):
+        read(folder, series="dwi")
+    listing = format_table(describe(folder))
+    assert "1.2.3.2  number 12  'T1 MPRAGE post-contrast'" in listing and "choose one with --series" in listing
+    assert main(["convert", str(folder), str(tmp_path / "flair.nii.gz"), "--series", "FLAIR"]) == 0
+    assert nib.load(str(tmp_path / "flair.nii.gz")).shape == (20, 16, 3)
+
+
 def test_sagittal_series_is_reoriented_to_ras(tmp_path, builders, ct_stored):
     # Along a row: anterior->posterior; down a column: superior->inferior; slices stacked along
     # row x column = towards the patient's right (LPS -x).
