@@ -53,12 +53,35 @@ def _show_notes() -> None:
         logger.addHandler(_NotesToStderr())
 
 
+# Library warnings that say nothing about the user's data: skimage takes any array whose last
+# axis has 3 or 4 voxels for an RGB image (a CT series of 3 slices), and warns about it from
+# every Otsu threshold; ours are always scalar volumes.
+_IGNORED_WARNINGS = (
+    r"threshold_otsu is expected to work correctly only for grayscale images",
+)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line, ``medgen: warning: ...``, not its source file and line."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"medgen: warning: {text}", file=file or sys.stderr)
+
+
+def _tame_warnings() -> None:
+    import warnings
+
+    for pattern in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.showwarning = _one_line_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     # No phone-home: medical users expect none, and there is no network here.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from medgen.errors import MedgenError
 
     _show_notes()
+    _tame_warnings()
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -192,3 +192,27 @@ def test_library_notes_reach_the_command_lines_stderr(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert sum("medgen: " in line and "fewer than data.n_genes=5000: keeping all" in line for line in err) == 1
     assert any(line.startswith("medgen: ") and "taking log2(x + 1)" in line for line in err)
+
+
+def test_library_warnings_do_not_reach_the_terminal_as_source_lines(tmp_path):
+    """skimage's 'threshold_otsu ... looks like that of an RGB image' leaked onto the terminal
+    (with its source file and line) for every CT series of 3 or 4 slices; the CLI drops it, and
+    shows any other library warning as one line."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, warnings\n"
+        "import numpy as np\n"
+        "import medgen.commands.info as info\n"
+        "def run(args):\n"
+        "    from medgen.transforms.masks import foreground_mask\n"
+        "    foreground_mask(np.random.default_rng(0).random((32, 32, 3)).astype('float32'))\n"
+        "    warnings.warn('a library says this\\nand more', UserWarning)\n"
+        "    return 0\n"
+        "info.run = run\n"
+        "from medgen.cli import main\n"
+        "sys.exit(main(['info', 'x']))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "threshold_otsu" not in r.stderr and ".py:" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["medgen: warning: a library says this"]
