@@ -253,3 +253,15 @@ def test_epoch_samples_pass_over_a_small_table_several_times(tmp_path):
         cycled[45]
     # never fewer than one pass
     assert len(ExpressionTable(tmp_path, n_genes=10, val_fraction=0.0, epoch_samples=5).train_dataset()) == 20
+
+
+def test_describe_says_what_was_found_and_how_it_is_split(tmp_path):
+    """`medgen train tybalt` said nothing about the table before its first step (the volume
+    tasks say subjects, split and grid): the engine prints ``data: <describe()>``."""
+    write_expression(tmp_path / "t", make_expression(seed=0, n_samples=40, n_genes=30))
+    data = ExpressionTable(tmp_path / "t", n_genes=20, val_fraction=0.1)
+    data.setup()
+    line = data.describe()
+    assert line.startswith(f"40 samples x 30 genes in {tmp_path / 't'}: 36 train / 4 validation; ")
+    assert "20 genes kept (median absolute deviation)" in line and "labels: " in line
+    assert "log2(x + 1)" in line  # the synthetic table holds raw counts
