@@ -140,6 +140,21 @@ def test_convert_keeps_voxel_to_world_mapping(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
 
 
+def test_convert_refuses_to_write_onto_its_input(tmp_path, capsys):
+    """`medgen convert scan.nii.gz scan.nii.gz` replaced the original with a re-encoded copy
+    (float64 -> float32, header extras gone) and said nothing; now it is a one-line error."""
+    scan = tmp_path / "scan.nii.gz"
+    data = np.random.default_rng(0).random((4, 5, 6))
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(scan))
+    before = scan.read_bytes()
+    for output in (scan, tmp_path / "." / "scan.nii.gz"):
+        assert main(["convert", str(scan), str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is the input" in err and "scan.nii.gz" in err
+    assert scan.read_bytes() == before
+    assert main(["convert", str(scan), str(tmp_path / "copy.nii.gz")]) == 0  # elsewhere: fine
+
+
 def test_help_for_both_verbs(capsys):
     for verb in ("info", "convert"):
         with pytest.raises(SystemExit) as exit_:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -185,6 +186,9 @@ def convert(path, output, series: str | None = None) -> Path:
     if not _suffix_in(output, WRITE_SUFFIXES):
         raise InputError(output, "output must be a NIfTI file (.nii or .nii.gz)")
     nifti.check_output_path(output)  # before reading: a big DICOM series takes a while
+    if output.exists() and Path(path).exists() and os.path.samefile(path, output):
+        raise InputError(output, "is the input: converting onto it would replace the original file; "
+                                 "give another output name")
     raw = _load(path, series)
     return nifti.write_nifti(output, raw.data.astype(_storage_dtype(raw), copy=False), raw.affine)
 
