@@ -147,3 +147,17 @@ def test_ui_serves_the_local_store_on_localhost(monkeypatch, tmp_path):
     assert started["cmd"][2:4] == ["mlflow", "ui"] and "5124" in started["cmd"]
     assert started["env"]["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert started["start_new_session"] is True  # its own process group, stopped as a whole
+
+
+def test_ui_server_keeps_its_chatter_off_the_terminal():
+    """`medgen ui` printed ~50 lines for a start and a stop: four workers' start-up, a
+    StarletteDeprecationWarning with its source line per worker, a log line per HTTP request
+    (hundreds for one page), 'Registry store URI not provided'."""
+    from medgen.commands import ui
+
+    cmd = ui.command(port=5125)
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert cmd[cmd.index("--registry-store-uri") + 1] == cmd[cmd.index("--backend-store-uri") + 1]
+    env = ui.server_environment({"PATH": "/bin", "PYTHONWARNINGS": "default"})
+    assert env["PATH"] == "/bin" and env["PYTHONWARNINGS"] == "ignore" and env["UVICORN_LOG_LEVEL"] == "warning"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,29 +10,41 @@ HELP = "MLflow UI on 127.0.0.1 over the project's store (sqlite:///mlflow.db + .
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     parser.add_argument("--uri", default=None, help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
 
 
 def command(port: int = 5000, uri: str | None = None) -> list[str]:
-    """The `mlflow ui` command line (local only: 127.0.0.1)."""
+    """The `mlflow ui` command line (local only: 127.0.0.1). One worker: a personal UI needs no
+    more, and each of MLflow's default four costs seconds of start-up and memory on a laptop.
+    The registry is the same store (said explicitly, or MLflow says so on every start)."""
     from medgen.tracking import default_artifact_root, resolve_tracking_uri
 
+    store = resolve_tracking_uri(uri)
     return [
         sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", resolve_tracking_uri(uri),
+        "--backend-store-uri", store, "--registry-store-uri", store,
         "--default-artifact-root", default_artifact_root(),
-        "--host", "127.0.0.1", "--port", str(port),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
 
 
+def server_environment(base: dict | None = None) -> dict:
+    """The server's environment: no phone-home, no background job runners (a personal UI needs
+    none), and none of the server's own chatter on the user's terminal -- a log line per HTTP
+    request (hundreds a page), its libraries' deprecation warnings with their source lines.
+    Its errors still show."""
+    env = dict(os.environ if base is None else base)
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "UVICORN_LOG_LEVEL": "warning", "PYTHONWARNINGS": "ignore"})
+    return env
+
+
 def run(args) -> int:
-    import os
     import signal
     import time
 
-    # no phone-home; no background job runners (a personal UI needs none)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = server_environment()
     cmd = command(args.port, args.uri)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[cmd.index('--backend-store-uri') + 1]}); Ctrl-C stops it",
           file=sys.stderr)
@@ -56,7 +69,10 @@ def run(args) -> int:
         while True:
             try:
                 code = proc.wait(timeout=0.5)
-                return 0 if stopping else code
+                if stopping:
+                    print("MLflow UI stopped", file=sys.stderr)
+                    return 0
+                return code
             except subprocess.TimeoutExpired:
                 if stopping and time.monotonic() - stopping[0] > 30:
                     stop_group(signal.SIGKILL)  # a server that ignores SIGTERM

@@ -51,3 +51,34 @@ def test_kill_of_medgen_ui_stops_the_server(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_terminal_shows_the_address_not_the_servers_chatter(tmp_path):
+    """A start, three requests and a stop: medgen's own lines and MLflow's one security note,
+    not a line per request, per worker, or a library's deprecation warning."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(tmp_path / "ui.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "medgen.cli", "ui", "--port", str(port)], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while not answers(url):
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "medgen ui did not answer within 240 s"
+            time.sleep(0.5)
+        for _ in range(3):
+            with urllib.request.urlopen(url, timeout=10) as r:
+                assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (tmp_path / "ui.log").read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0].startswith(f"MLflow UI on {url}") and lines[-1] == "MLflow UI stopped", text
+    assert "HTTP/1.1" not in text and "Warning" not in text and "Registry store URI" not in text, text
+    assert len(lines) <= 6, text
