@@ -231,3 +231,14 @@ def test_library_warnings_do_not_reach_the_terminal_as_source_lines(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "threshold_otsu" not in r.stderr and ".py:" not in r.stderr
     assert r.stderr.strip().splitlines() == ["medgen: warning: a library says this"]
+
+
+def test_every_verbs_help_is_a_sentence_that_says_what_it_does(capsys):
+    """`medgen --help` read 'demo  Embedded default: ...' and 'phantoms  write procedural ...'."""
+    from medgen.cli import _verb_modules
+
+    for verb, module in _verb_modules():
+        assert module.HELP[0].isupper() and module.HELP.endswith("."), (verb, module.HELP)
+    from medgen.commands import demo
+
+    assert "Embedded" not in demo.HELP and "every task" in demo.HELP

@@ -28,6 +28,21 @@ def test_unknown_key_is_named():
         _dataclass_section("optim", OptimConfig, {"grad_clip": "big"})
 
 
+def test_a_typo_gets_the_key_it_was_meant_to_be():
+    """`trainer.max_minute=1` listed 21 known keys and left the reader to find max_minutes."""
+    with pytest.raises(ConfigError, match=r"unknown config key trainer.max_minute: did you mean trainer.max_minutes\? \(known: "):
+        _dataclass_section("trainer", TrainerConfig, {"max_minute": 1})
+
+    def ctor(root: str, patch_size: int = 32):
+        return None
+
+    with pytest.raises(ConfigError, match=r"data.patchsize: did you mean data.patch_size\?"):
+        check_against_signature("data", {"root": "/x", "patchsize": 16}, ctor)
+    with pytest.raises(ConfigError) as err:  # nothing close: no guess
+        check_against_signature("data", {"root": "/x", "colour": 1}, ctor)
+    assert "did you mean" not in str(err.value) and "known: patch_size, root" in str(err.value)
+
+
 def test_signature_sections_reject_unknown_and_check_types():
     def ctor(root: str, patch_size: int = 32, spacing: float | None = None):
         return None

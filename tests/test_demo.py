@@ -18,3 +18,20 @@ def test_demo_writes_phantoms_trains_and_logs_each_task(tmp_path, monkeypatch):
     assert run.info.status == "FINISHED"
     assert "val/psnr" in run.data.metrics and run.data.params["data.root"].endswith("paired")
     assert run.data.params["model.content_loss"] == "mse"  # from configs/pet-cgan-cpu.yaml
+
+
+def test_what_the_readmes_commands_write_in_a_checkout_is_ignored_by_git():
+    """A fresh clone after the README's first hour showed `?? demo_data/` (its phantoms example)
+    and `?? mlflow.db.lock` (the tracker's lock beside mlflow.db) in `git status`."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["mlflow.db", "mlflow.db.lock", "mlartifacts/x", "checkpoints/run/last.pt", "demo/x", "demo_data/paired/x"]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert sorted(r.stdout.split()) == sorted(paths)

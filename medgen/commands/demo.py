@@ -1,13 +1,14 @@
 """medgen demo"""
 
-HELP = "Embedded default: phantom data -> a short CPU run of every task -> local MLflow store."
+HELP = ("Try every task on phantoms: phantom data -> a short CPU run of each task -> the local MLflow store "
+        "(about 10 minutes on 2 cores).")
 
 
 def add_arguments(p):
     p.add_argument("--out", default="demo", help="folder for phantoms and checkpoints (default: ./demo)")
     p.add_argument("--subjects", type=int, default=6, help="phantom subjects (default: 6)")
     p.add_argument("--size", type=int, default=48, help="phantom volume size in voxels (default: 48)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed for the phantoms and the runs (default: 0)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (default: every task built)")
 
 

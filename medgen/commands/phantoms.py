@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-HELP = "write procedural phantom data (MR, CT, PET, lesions, domain shift, expression) in the demo layouts"
+HELP = "Write procedural phantom data (MR, CT, PET, lesions, domain shift, expression) in every task's layout."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -206,6 +206,16 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def unknown_key_error(section: str, key: str, known) -> ConfigError:
+    """``unknown config key trainer.max_minute: did you mean trainer.max_minutes? (known: ...)``."""
+    import difflib
+
+    known = sorted(known)
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+    hint = f": did you mean {section}.{close[0]}?" if close else ""
+    return ConfigError(f"unknown config key {section}.{key}{hint} (known: {', '.join(known)})")
+
+
 def _dataclass_section(name: str, cls: type, values: dict[str, Any]):
     if not isinstance(values, dict):
         raise ConfigError(f"section {name!r} must be a mapping")
@@ -213,7 +223,7 @@ def _dataclass_section(name: str, cls: type, values: dict[str, Any]):
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown config key {name}.{key} (known: {', '.join(sorted(known))})")
+            raise unknown_key_error(name, key, known)
     return cls(**{k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
 
 
@@ -243,9 +253,7 @@ def check_against_signature(section: str, values: dict[str, Any], target: Any) -
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
             inspect.Parameter.KEYWORD_ONLY,
         ):
-            raise ConfigError(
-                f"unknown config key {section}.{key} (known: {', '.join(sorted(signature_defaults(target)))})"
-            )
+            raise unknown_key_error(section, key, signature_defaults(target))
         out[key] = _check_type(f"{section}.{key}", value, hints.get(key, inspect.Parameter.empty))
     missing = [
         n

@@ -204,7 +204,7 @@ def write_phantoms(out_dir, subjects: int = 8, size: int = 64, seed: int = 0, ov
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(out, "folder exists and is not empty (choose another folder or overwrite)")
+        raise InputError(out, "folder exists and is not empty: choose another folder, or replace it with --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

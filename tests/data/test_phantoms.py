@@ -141,7 +141,8 @@ def test_cli_writes_all_layouts_and_readable_dicom(tmp_path, capsys):
     # an existing non-empty folder is refused (exit 2, one line), nothing changed
     before = sorted(p.name for p in out.rglob("*"))
     assert main(["phantoms", str(out), "--subjects", "1", "--size", "20"]) == 2
-    assert "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err  # the option that replaces it, by its name
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
