@@ -161,3 +161,26 @@ def test_ui_server_keeps_its_chatter_off_the_terminal():
     env = ui.server_environment({"PATH": "/bin", "PYTHONWARNINGS": "default"})
     assert env["PATH"] == "/bin" and env["PYTHONWARNINGS"] == "ignore" and env["UVICORN_LOG_LEVEL"] == "warning"
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_evaluate_json_shows_progress_on_a_terminal(monkeypatch, capsys, tty):
+    """`medgen evaluate ... --json` sat two minutes without a word on a terminal: the bar goes
+    to stderr, so it can show there without touching the JSON on stdout (not into a log file)."""
+    import medgen.engine
+    import medgen.inference
+    from medgen.config import build_config
+
+    config = build_config({"task": "toy", "data": {}, "model": {}})
+    seen = {}
+
+    def fake_evaluate(model, cfg, data, fid_slices=None, progress=True, state=None):
+        seen["progress"] = progress
+        return {"n_volumes": 1, "metrics": {"psnr": 1.0}, "subjects": {}}
+
+    monkeypatch.setattr(medgen.engine, "load_task", lambda run, device=None, overrides=None: (None, None, config, {}))
+    monkeypatch.setattr(medgen.inference, "evaluate_folder", fake_evaluate)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert main(["evaluate", "toy", "--run", "x.pt", "--data", "d", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == {"psnr": 1.0}
+    assert seen["progress"] is tty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 HELP = "Metrics of a trained run on a folder laid out like its training data."
 
@@ -25,7 +26,10 @@ def run(args) -> int:
     model, _, config, ckpt = load_task(args.run, device=args.device, overrides=args.overrides)
     if config.task != args.task:
         raise ConfigError(f"--run {args.run} is a {config.task!r} run, not {args.task!r}")
-    result = evaluate_folder(model, config, args.data, fid_slices=args.fid_slices, progress=not args.json,
+    # --json keeps stdout to the one object; a bar on a terminal's stderr does not touch it, and
+    # without one the terminal says nothing for the minutes a folder takes
+    progress = not args.json or sys.stderr.isatty()
+    result = evaluate_folder(model, config, args.data, fid_slices=args.fid_slices, progress=progress,
                              state=ckpt.get("data"))
     result = {"task": config.task, "run": str(args.run), "run_id": ckpt.get("run_id"), "epoch": ckpt.get("epoch"),
               "data": str(args.data), **result}
