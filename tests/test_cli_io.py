@@ -52,6 +52,7 @@ def test_info_table_is_readable(tmp_path, capsys):
     assert main(["info", str(tmp_path / "a.nii")]) == 0
     out = capsys.readouterr().out
     assert "2 x 3 x 4" in out and "2 x 2 x 3" in out and "RAS" in out and "0 / 23" in out and "float32" in out
+    assert "modality" not in out and "series" not in out  # DICOM's rows: '-' and '1' for a NIfTI said nothing
 
 
 def test_info_says_when_the_values_shown_are_not_the_stored_type(tmp_path, capsys):

@@ -40,9 +40,9 @@ def format_table(facts: dict) -> str:
                                           if facts.get("rescaled") else "")),
         ("min / max", f"{_fmt(facts['min'])} / {_fmt(facts['max'])}"),
         ("mean", _fmt(facts["mean"])),
-        ("modality", _fmt(facts["modality"])),
-        ("series", _fmt(facts["series"])),
     ]
+    if facts.get("format") in (None, "dicom"):  # a NIfTI or NRRD has neither: '-' and '1' said nothing
+        rows += [("modality", _fmt(facts["modality"])), ("series", _fmt(facts["series"]))]
     if facts.get("format"):
         rows.insert(0, ("format", facts["format"]))
     lines = [f"{k:<13} {v}" for k, v in rows]
