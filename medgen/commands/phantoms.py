@@ -17,6 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
+def uses(layout: str) -> str:
+    """What reads a phantom layout: the tasks whose ``data.root`` it is (``medgen demo``'s
+    choice), or the command that takes its scans."""
+    from medgen.demo import DEMO_SETTINGS
+
+    tasks = [t for t, s in DEMO_SETTINGS.items() if s["layout"] == layout]
+    if tasks:
+        return "data.root of " + ", ".join(tasks)
+    return {"lesions": "scans for medgen score (an anogan run trained on paired/)",
+            "dicom": "a DICOM series for info, convert, infer --dicom"}.get(layout, "")
+
+
 def run(args: argparse.Namespace) -> int:
     from medgen.data.anatomy import FOV_MM
     from medgen.data.phantoms import write_phantoms
@@ -37,5 +49,8 @@ def run(args: argparse.Namespace) -> int:
         "dicom": "<subject>/t1/ (DICOM MR series)",
     }
     for name, folder in folders.items():
-        print(f"  {folder}  {descriptions[name]}")
+        print(f"  {folder}  {descriptions[name]}" + (f"  -> {uses(name)}" if uses(name) else ""))
+    if "paired" in folders:
+        print(f"e.g. medgen train pet-cgan --config configs/pet-cgan-cpu.yaml data.root={folders['paired']} "
+              "trainer.max_minutes=5")
     return 0

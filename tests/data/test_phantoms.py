@@ -117,7 +117,12 @@ def test_cli_writes_all_layouts_and_readable_dicom(tmp_path, capsys):
 
     out = tmp_path / "demo"
     assert main(["phantoms", str(out), "--subjects", "2", "--size", "20", "--seed", "1"]) == 0
-    assert "wrote 2 phantom subjects" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "wrote 2 phantom subjects" in said
+    # which task reads which folder, and a first command (a new user had to guess both)
+    assert f"{out / 'paired'}  " in said and "-> data.root of pet-cgan, eagan, anogan" in said
+    assert "-> data.root of cyclegan" in said and "-> data.root of dann-seg" in said and "-> data.root of tybalt" in said
+    assert f"e.g. medgen train pet-cgan --config configs/pet-cgan-cpu.yaml data.root={out / 'paired'} " in said
     for key in ("t1", "t2", "flair", "ct", "full_dose", "low_dose", "brain_mask"):
         assert (out / "paired" / "sub-002" / f"{key}.nii.gz").is_file()
     assert (out / "lesions" / "sub-001" / "lesion.nii.gz").is_file()
