@@ -1,24 +1,31 @@
 #!/usr/bin/env python
 """f-AnoGAN quality and speed benchmark: phantoms with inserted lesions, then the MNI152 T1.
 
-    python benchmarks/anogan.py [--quick] [--work DIR] [--threads 1]
+    python benchmarks/anogan.py [--quick] [--work DIR] [--threads 1] [--parts phantoms,mni]
+    python benchmarks/anogan.py --parts mni --mni-seed 1 --mni-set data.position=true  # choose on seed 1
+
+Phantoms (``--parts phantoms``):
 
 1. Phantoms (size 64): normal training subjects (seed 0), held-out calibration normals (seed 2)
    and a test set (seed 1): normal scans of heads 1..N/2 and lesioned scans of *other* heads
    N/2+1..N (the phantom generator gives a subject the same head with and without lesions).
-2. f-AnoGAN (WGAN-GP, then the izi_f encoder with G frozen) trained through the engine
-   (``medgen.engine.train`` with configs/anogan.yaml + overrides) under a wall-clock budget.
+2. f-AnoGAN (WGAN-GP, then the izi_f encoder with G frozen) trained as a user does
+   (``medgen train anogan --config configs/anogan-cpu.yaml ... trainer.max_minutes=M``).
 3. Threshold = 99th percentile of the calibration normals' scores (encoder mode).
 4. Scan-level AUROC (encoder mode on every test scan; AnoGAN latent search with Γ = 500 on a
-   subset), per-scan seconds and the speed ratio; voxel-level AUPRC of the anomaly map against the
-   lesion masks (voxels inside the head mask) and Dice of the thresholded (smoothed) map.
+   subset unless ``--no-search``), per-scan seconds; voxel-level AUPRC of the anomaly map against
+   the lesion masks (voxels inside the head mask) and Dice of the thresholded (smoothed) map.
 5. Seconds to score one brain-sized 1 mm volume (the MNI152 T1 if present, else a 1 mm phantom)
    on 2 threads, encoder mode.
-6. MNI152 T1 (../shared/data/mni152): augmented copies at 2 mm (flips, affine, elastic, bias
-   field/intensity jitter) as training subjects; held-out augmented copies, half with inserted
-   bright/dark blobs, scored -> AUROC/AUPRC.
 
-Writes the "anogan" section of benchmarks/RESULTS.md (other sections are kept) and prints it.
+MNI152 T1 (``--parts mni``, issue 27; ../shared/data/mni152): augmented 2 mm copies (flips, affine,
+elastic, bias field, intensity scale and a contrast gamma per copy) as training subjects; held-out
+copies: normal ones, ones with three bright and ones with three dark lesions (6-12 mm, in white
+matter). Each lesion kind's scan AUROC and voxel AUPRC for every polarity, beside the intensity
+z-score baseline. ``--mni-seed`` draws other copies: choose settings on a seed other than 0, the
+reported one.
+
+Writes the "anogan" (phantoms) and "anogan-mni" sections of benchmarks/RESULTS.md and prints them.
 """
 
 from __future__ import annotations
