@@ -27,8 +27,8 @@ def answers(url: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_kill_of_medgen_ui_stops_the_server(tmp_path, sig):
+def start_ui(tmp_path):
+    """`medgen ui` on a free port in `tmp_path`, once it answers: ``(process, url)``."""
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -36,12 +36,19 @@ def test_kill_of_medgen_ui_stops_the_server(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "medgen.cli", "ui", "--port", str(port)], cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while not answers(url):
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            proc.kill()
+            raise AssertionError("medgen ui did not answer within 240 s: " + (tmp_path / "ui.log").read_text()[-2000:])
+        time.sleep(0.5)
+    return proc, url
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_kill_of_medgen_ui_stops_the_server(tmp_path, sig):
+    proc, url = start_ui(tmp_path)
     try:
-        deadline = time.monotonic() + 240
-        while not answers(url):
-            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "medgen ui did not answer within 240 s"
-            time.sleep(0.5)
         proc.send_signal(sig)  # `kill <pid>` / a closed terminal, not Ctrl-C
         assert proc.wait(timeout=60) == 0
         deadline = time.monotonic() + 10
@@ -56,19 +63,8 @@ def test_kill_of_medgen_ui_stops_the_server(tmp_path, sig):
 def test_the_terminal_shows_the_address_not_the_servers_chatter(tmp_path):
     """A start, three requests and a stop: medgen's own lines and MLflow's one security note,
     not a line per request, per worker, or a library's deprecation warning."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(tmp_path / "ui.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "medgen.cli", "ui", "--port", str(port)], cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_ui(tmp_path)
     try:
-        deadline = time.monotonic() + 240
-        while not answers(url):
-            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "medgen ui did not answer within 240 s"
-            time.sleep(0.5)
         for _ in range(3):
             with urllib.request.urlopen(url, timeout=10) as r:
                 assert r.status == 200
