@@ -177,7 +177,7 @@ def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeyp
     write(scan, ct)
     data = Volumes(tmp_path, key="t1", patch_size=(16, 16, 16), spacing=None)
     data.load_state_dict({"intensity_range": {"floor": 0.0, "low": 20.0, "median_high": 900.0, "max_high": 1600.0}})
-    monkeypatch.setattr(scoring, "score_tensor", lambda model, x, mask, mode, progress=False, polarity=None: (0.5, torch.zeros_like(x), None))
+    monkeypatch.setattr(scoring, "score_tensor", lambda model, x, mask, mode, progress=False, polarity=None, coords=None: (0.5, torch.zeros_like(x), None))
 
     class Model:
         thresholds = {"encoder": 1.0}
