@@ -253,7 +253,17 @@ def test_cli_train_logs_dice_per_domain_and_infer_writes_an_integer_label_map(ti
         assert values and all(math.isfinite(v) for v in values), key
     assert client.get_run(run_id).data.params["model.target_val_labels"] == "True"
 
-    # an input on another grid (spacing, orientation, shape): the output keeps it, as integers
+    _infer_on_another_grid(run_id, tiny_domain, tmp_path)
+
+    assert main(["evaluate", "dann-seg", "--run", run_id, "--data", str(tiny_domain)]) == 0
+    assert "dice_target" in capsys.readouterr().out
+
+
+def _infer_on_another_grid(run_id, tiny_domain, tmp_path) -> None:
+    """`medgen infer` on a target scan moved to another grid (spacing, orientation, shape): the
+    label map keeps that grid, as integers."""
+    from medgen.cli import main
+
     src = nib.load(tiny_domain / "target" / "s0" / "image.nii.gz")
     affine = np.array([[0.0, 7.0, 0.0, 3.0], [-8.0, 0.0, 0.0, 40.0], [0.0, 0.0, 11.0, -9.0], [0, 0, 0, 1]])
     moved = np.transpose(np.asarray(src.dataobj), (1, 0, 2))[::2, ::2, ::1]
@@ -266,9 +276,6 @@ def test_cli_train_logs_dice_per_domain_and_infer_writes_an_integer_label_map(ti
     assert written.get_data_dtype().kind in "iu" and written.shape == moved.shape
     assert np.allclose(written.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 1}
-
-    assert main(["evaluate", "dann-seg", "--run", run_id, "--data", str(tiny_domain)]) == 0
-    assert "dice_target" in capsys.readouterr().out
 
 
 def _one_error_line(capsys) -> str:
@@ -329,3 +336,31 @@ def test_data_target_labels_adds_target_label_patches(tiny_domain):
     assert set(torch.unique(item["target_label"]).tolist()) <= {0.0, 1.0}
     plain = DomainVolumes(tiny_domain, patch_size=(16, 16, 16), patches_per_volume=2, val_fraction=0.34)
     assert set(plain.train_dataset()[0]) == {"image", "label", "target_image"}  # target labels never read
+
+
+def test_slice_mode_trains_2d_networks_validates_and_infers_a_whole_integer_label_map(tiny_domain, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """data.patch_size=[X,Y,1] with model.spatial_dims=2: 2D segmenter and domain classifier on
+    single-slice patches (the classifier reads a 2D crop at validation), Dice and the
+    classifier's accuracy per domain, and `medgen infer` gives a whole 3D label map in the
+    input's geometry."""
+    from mlflow.tracking import MlflowClient
+
+    from medgen.cli import main
+    from medgen.engine import load_task
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["train", "dann-seg", "--config", str(CONFIG), f"data.root={tiny_domain}", "trainer.max_epochs=1",
+                 *TINY_OVERRIDES, "data.patch_size=[16,16,1]", "model.spatial_dims=2"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    client = MlflowClient(uri)
+    for key in ("val/dice_source", "val/dice_target", "val/domain_acc", "train/domain_bce"):
+        values = [m.value for m in client.get_metric_history(run_id, key)]
+        assert values and all(math.isfinite(v) for v in values), key
+    model, _, _, _ = load_task(run_id, device="cpu")
+    assert model.slice_mode and model.S.spatial_dims == 2 and model.C is not None
+    logit = model.domain_logit(torch.rand(1, 1, 24, 24, 24) * 2 - 1)  # one 16x16 crop of the centre slice
+    assert logit.shape == (1,) and torch.isfinite(logit).all()
+
+    _infer_on_another_grid(run_id, tiny_domain, tmp_path)
