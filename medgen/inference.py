@@ -121,7 +121,8 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
     """Run :func:`infer_path` on every input under `input_path`; returns the written files.
 
     ``dicom_description``: also write each output as a DICOM series ``OUT/<name>_<task>_dicom/``
-    mirroring its DICOM input (:func:`medgen.io.dicom_write.write_dicom_like`), so described.
+    mirroring its DICOM input (:func:`medgen.io.dicom_write.write_dicom_like`), so described; a
+    label map as a label series (the class indices themselves, slope 1).
     """
     from tqdm.auto import tqdm
 
@@ -154,7 +155,8 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
 
             stem = name[: -len(".nii.gz")]
             written.append(write_dicom_like(out_dir / f"{stem}_dicom", result, volume, path, dicom_description,
-                                            modality=result.meta.get("medgen_modality")))
+                                            modality=result.meta.get("medgen_modality"),
+                                            labels=getattr(model, "output_kind", "image") == "label"))
     return written
 
 

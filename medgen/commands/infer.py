@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
                         help="folder for <name>_<task>.nii.gz outputs, never onto an input (tybalt: latent.tsv, reconstruction.tsv)")
     parser.add_argument("--dicom", action="store_true",
                         help="also write each output as a DICOM series (<name>_<task>_dicom/) mirroring its DICOM series input: "
-                             "same patient, study and geometry, a new derived series")
+                             "same patient, study and geometry, a new derived series (dann-seg: a label series whose "
+                             "pixels are the class indices)")
     parser.add_argument("--direction", default=None, metavar="DIRECTION",
                         help="for a two-way model, which way to translate (cyclegan: AtoB, the default, or BtoA); "
                              "the output is in the target side's units (HU for CT)")
@@ -53,7 +54,9 @@ def run(args) -> int:
         for path in infer_table(model, data, args.input, args.output):
             print(path)
         return 0
-    description = f"medgen {config.task} (run {ckpt.get('run_id') or Path(args.run).name})" if args.dicom else None
+    # Viewers list series by description: a label map says so (dann-seg's, with a run id, fits DICOM's 64).
+    what = f"{config.task} label map" if cls.output_kind == "label" else config.task
+    description = f"medgen {what} (run {ckpt.get('run_id') or Path(args.run).name})" if args.dicom else None
     for path in infer_to_folder(model, data, args.input, args.output, dicom_description=description):
         print(path)
     return 0

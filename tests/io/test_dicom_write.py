@@ -114,3 +114,32 @@ def test_a_series_without_geometry_keeps_its_acquisition_order(tmp_path, builder
         np.testing.assert_array_equal(on_disk[:, :, k], ds.pixel_array.T.astype(np.float32) - 1024)
     back = read(write_dicom_like(tmp_path / "out", vol + 7, vol, folder, "order"))
     assert torch.equal(back.as_tensor(), (vol + 7).as_tensor())
+
+
+def test_a_label_map_is_a_label_series_of_the_class_indices(tmp_path, builders, ct_stored):
+    folder = tmp_path / "ct"  # CT: slope 1, intercept -1024, units HU; the label series has none of them
+    builders.dicom_series(folder, ct_stored, direction=builders.rotation_z(30))
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.RescaleType, ds.WindowCenter, ds.WindowWidth = "HU", 40, 400
+        ds.save_as(f, enforce_file_format=True)
+    ct = read(folder)
+    labels = ((ct + 1024) % 3).to(torch.int16)  # classes 0, 1, 2 next to each other: any blend would show
+    written = write_dicom_like(tmp_path / "seg", labels, ct, folder, "medgen test", labels=True)
+    back = read(written)
+    assert torch.equal(back.as_tensor(), labels.as_tensor().float())
+    assert torch.allclose(back.affine, ct.affine, atol=1e-4) and back.shape == ct.shape
+    source = pydicom.dcmread(next(folder.iterdir()))
+    for f in written.iterdir():
+        h = pydicom.dcmread(f)
+        assert float(h.RescaleSlope) == 1.0 and float(h.RescaleIntercept) == 0.0
+        assert "RescaleType" not in h and "WindowCenter" not in h and h.Modality == "CT"
+        assert h.SeriesDescription == "label map: medgen test" and "class indices" in h.DerivationDescription
+        assert h.SeriesInstanceUID != source.SeriesInstanceUID and h.SOPInstanceUID != source.SOPInstanceUID
+        assert set(h.pixel_array.flatten().tolist()) <= {0, 1, 2}
+        # the patient module as the input had it: nothing added, nothing changed
+        assert {e.keyword: e.value for e in h if e.tag.group == 0x0010} == \
+            {e.keyword: e.value for e in source if e.tag.group == 0x0010}
+    with pytest.raises(ValueError, match="class indices"):
+        write_dicom_like(tmp_path / "bad", labels + 0.5, ct, folder, "x", labels=True)
+    assert not (tmp_path / "bad").exists()

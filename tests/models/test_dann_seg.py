@@ -254,6 +254,7 @@ def test_cli_train_logs_dice_per_domain_and_infer_writes_an_integer_label_map(ti
     assert client.get_run(run_id).data.params["model.target_val_labels"] == "True"
 
     _infer_on_another_grid(run_id, tiny_domain, tmp_path)
+    _infer_dicom_label_series(run_id, tiny_domain, tmp_path)
 
     assert main(["evaluate", "dann-seg", "--run", run_id, "--data", str(tiny_domain)]) == 0
     assert "dice_target" in capsys.readouterr().out
@@ -276,6 +277,37 @@ def _infer_on_another_grid(run_id, tiny_domain, tmp_path) -> None:
     assert written.get_data_dtype().kind in "iu" and written.shape == moved.shape
     assert np.allclose(written.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 1}
+
+
+def _infer_dicom_label_series(run_id, tiny_domain, tmp_path) -> None:
+    """`medgen infer dann-seg --dicom` on an MR series: beside the NIfTI label map, a label series
+    of the same geometry whose pixels are the class indices, exactly the NIfTI's."""
+    import pydicom
+
+    from medgen.cli import main
+    from medgen.data.phantoms import write_dicom_series
+    from medgen.io import read
+
+    src = nib.load(tiny_domain / "target" / "s1" / "image.nii.gz")
+    series = tmp_path / "mr_dicom"
+    write_dicom_series(series, np.asarray(src.dataobj), src.affine, 0)
+    out_dir = tmp_path / "dicom_out"
+    assert main(["infer", "dann-seg", "--run", run_id, "--input", str(series), "--output", str(out_dir), "--dicom"]) == 0
+    nifti, dicom = read(out_dir / "mr_dicom_dann-seg.nii.gz"), read(out_dir / "mr_dicom_dann-seg_dicom")
+    scan = read(series)
+    assert dicom.shape == nifti.shape == scan.shape
+    assert torch.allclose(dicom.affine, scan.affine, atol=1e-4) and torch.allclose(nifti.affine, scan.affine, atol=1e-4)
+    values = dicom.as_tensor()
+    assert torch.equal(values, nifti.as_tensor().float()) and set(torch.unique(values).tolist()) <= {0.0, 1.0}
+    source = pydicom.dcmread(next(series.iterdir()))
+    heads = [pydicom.dcmread(f) for f in (out_dir / "mr_dicom_dann-seg_dicom").iterdir()]
+    assert len({h.SOPInstanceUID for h in heads}) == len(heads) == len(list(series.iterdir()))
+    for h in heads:
+        assert h.SeriesInstanceUID != source.SeriesInstanceUID and h.StudyInstanceUID == source.StudyInstanceUID
+        assert h.SeriesDescription.startswith("medgen dann-seg label map (run ") and len(h.SeriesDescription) <= 64
+        assert float(h.RescaleSlope) == 1.0 and float(h.RescaleIntercept) == 0.0 and h.pixel_array.dtype.kind == "i"
+        assert {e.keyword: e.value for e in h if e.tag.group == 0x0010} == \
+            {e.keyword: e.value for e in source if e.tag.group == 0x0010}  # no identifier added
 
 
 def _one_error_line(capsys) -> str:
