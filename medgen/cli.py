@@ -53,17 +53,6 @@ def _show_notes() -> None:
         logger.addHandler(_NotesToStderr())
 
 
-# Library warnings that say nothing about the user's data: skimage takes any array whose last
-# axis has 3 or 4 voxels for an RGB image (a CT series of 3 slices), and warns about it from
-# every Otsu threshold; ours are always scalar volumes.
-# numpy's cast overflow comes before the reader's own one-line error for such a file ("values
-# overflow 32-bit floats"), which says it better.
-_IGNORED_WARNINGS = (
-    r"threshold_otsu is expected to work correctly only for grayscale images",
-    r"overflow encountered in cast",
-)
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A library warning as one line, ``medgen: warning: ...``, not its source file and line."""
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
@@ -73,8 +62,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def _tame_warnings() -> None:
     import warnings
 
-    for pattern in _IGNORED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
     warnings.showwarning = _one_line_warning
 
 

@@ -54,18 +54,22 @@ def _load(path, series: str | None = None) -> RawVolume:
         raise InputError(path, "no such file or folder")
     from medgen.io import dicom  # pydicom import is slow-ish; only when needed
 
-    if path.is_dir():
-        raw = dicom.read_dicom_folder(path, series=series)
-    elif _suffix_in(path, nifti.SUFFIXES):
-        raw = nifti.read_nifti(path)
-    elif _suffix_in(path, sitk_formats.SUFFIXES):
-        raw = sitk_formats.read_sitk(path)
-    elif dicom.is_dicom_file(path, by_suffix=True):
-        raw = dicom.read_dicom_file(path)
-    elif path.suffix.lower() in dicom.SUFFIXES:
-        raise InputError(path, "not a DICOM file (no 'DICM' marker and pydicom cannot parse it)")
-    else:
-        raise InputError(path, "unknown volume format (expected .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd/.hdr, a DICOM file or a DICOM folder)")
+    # Values beyond float32 become inf in the readers' cast; the check below names the file and
+    # says so in one line, so numpy's own "overflow encountered in cast" would only say it twice.
+    with np.errstate(over="ignore"):
+        if path.is_dir():
+            raw = dicom.read_dicom_folder(path, series=series)
+        elif _suffix_in(path, nifti.SUFFIXES):
+            raw = nifti.read_nifti(path)
+        elif _suffix_in(path, sitk_formats.SUFFIXES):
+            raw = sitk_formats.read_sitk(path)
+        elif dicom.is_dicom_file(path, by_suffix=True):
+            raw = dicom.read_dicom_file(path)
+        elif path.suffix.lower() in dicom.SUFFIXES:
+            raise InputError(path, "not a DICOM file (no 'DICM' marker and pydicom cannot parse it)")
+        else:
+            raise InputError(path, "unknown volume format (expected .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd/.hdr, a DICOM "
+                                   "file or a DICOM folder)")
     check_geometry(path, raw.affine, raw.source_format)
     if raw.data.size == 0:
         raise InputError(path, "volume is empty (a dimension of size 0)")

@@ -22,6 +22,9 @@ def body_threshold(arr: np.ndarray) -> float:
     """
     from skimage.filters import threshold_otsu
 
+    # Otsu reads only the histogram: a flat array gives the same threshold, and skimage does not
+    # take a volume of 3 or 4 slices for an RGB image (it warned from every such CT series).
+    arr = np.asarray(arr).ravel()
     t = float(threshold_otsu(arr))
     for _ in range(3):
         if (arr > t).mean() >= HOT_SPOT_SHARE:
