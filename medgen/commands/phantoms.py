@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         "dicom": "<subject>/t1/ (DICOM MR series)",
     }
     for name, folder in folders.items():
-        print(f"  {folder}  {descriptions[name]}" + (f"  -> {uses(name)}" if uses(name) else ""))
+        reader = uses(name)
+        print(f"  {folder}  {descriptions[name]}" + (f"  -> {reader}" if reader else ""))
     if "paired" in folders:
         print(f"e.g. medgen train pet-cgan --config configs/pet-cgan-cpu.yaml data.root={folders['paired']} "
               "trainer.max_minutes=5")

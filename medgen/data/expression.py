@@ -36,7 +36,7 @@ from medgen.data.expression_io import (check_table, first_cell, looks_unlogged, 
                                        some_names)
 from medgen.data.layouts import discover_expression
 from medgen.data.module import DataModule
-from medgen.data.splits import split_subjects
+from medgen.data.splits import split_subjects, split_summary
 from medgen.errors import ConfigError, InputError
 from medgen.notes import note
 
@@ -194,7 +194,7 @@ class ExpressionTable(DataModule):
         """``300 samples x 2000 genes in DIR: 270 train / 30 validation; 2000 genes kept (median
         absolute deviation), log2(x + 1); labels: 4 classes``."""
         counts = {name: len(self._splits[name]["ids"]) for name in ("all", "train", "val", "test")}
-        split = f"{counts['train']} train / {counts['val']} validation" + (f" / {counts['test']} test" if counts["test"] else "")
+        split = split_summary(counts)
         kept = f"{len(self.genes)} genes kept ({self.gene_selection} absolute deviation)"
         logged = "log2(x + 1)" if self.log_transform else "values as they are"
         labels = "no labels" if self._splits["all"]["label"] is None else f"labels: {len(self.classes)} classes"

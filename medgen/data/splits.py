@@ -38,3 +38,8 @@ def split_subjects(ids, val_fraction: float = 0.2, test_fraction: float = 0.0, s
     val = order[n_test:n_test + n_val]
     train = order[n_test + n_val:]
     return sorted(train), sorted(val), sorted(test)
+
+
+def split_summary(counts: dict) -> str:
+    """``10 train / 2 validation`` (`` / 3 test`` when there is a test split), from split sizes."""
+    return f"{counts['train']} train / {counts['val']} validation" + (f" / {counts['test']} test" if counts.get("test") else "")

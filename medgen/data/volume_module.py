@@ -32,7 +32,7 @@ from monai.transforms import Transform
 from torch.utils.data import Dataset
 
 from medgen.data.module import DataModule
-from medgen.data.splits import split_subjects
+from medgen.data.splits import split_subjects, split_summary
 from medgen.errors import ConfigError, InputError, MedgenError
 from medgen.notes import note
 from medgen.system import available_memory
@@ -207,7 +207,7 @@ class VolumeDataModule(DataModule):
 
     def describe(self) -> str:
         counts = {name: len(self.splits.get(name) or []) for name in ("train", "val", "test")}
-        split = f"{counts['train']} train / {counts['val']} validation" + (f" / {counts['test']} test" if counts["test"] else "")
+        split = split_summary(counts)
         grid = ("native grid" if self.spacing is None
                 else "grid " + "x".join(f"{v:.3g}" for v in self.spacing) + " mm" + (" (auto: median)" if self._auto_spacing else ""))
         patch = "x".join(str(p) for p in self.patch_size)
