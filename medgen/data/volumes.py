@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from medgen.data.layouts import discover_volumes
 from medgen.data.volume_module import VolumeDataModule
-from medgen.errors import ConfigError
+from medgen.errors import ConfigError, InputError
 from medgen.transforms.patches import RandomPatches, augmentation
 from medgen.transforms.spatial import position_maps
 
@@ -116,7 +116,13 @@ class Volumes(VolumeDataModule):
 
     def _region(self, item: dict, v: dict) -> torch.Tensor:
         """Where a subject is scored, calibrated and standardised: its mask_key mask, else its foreground."""
-        return self._load_mask(item, self.mask_key, v["raw"], v["pads"]) if self.mask_key else v["fg"] > 0.5
+        if not self.mask_key:
+            return v["fg"] > 0.5
+        region = self._load_mask(item, self.mask_key, v["raw"], v["pads"])
+        if self.standardize != "none" and not bool(region.any()):  # no landmarks to take
+            raise InputError(item[self.mask_key], f"subject '{item['subject']}': '{self.mask_key}' is empty "
+                                                  "(no voxel inside it on the model grid)")
+        return region
 
     def _standardised(self, image: torch.Tensor, region: torch.Tensor, params: dict) -> tuple[torch.Tensor, dict]:
         """A model-space image and its params with the histogram standardisation added (when on)."""

@@ -1,5 +1,7 @@
 """Nyúl–Udupa histogram standardisation: the map, its inverse, and the data module that fits it."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,21 @@ def test_volumes_with_positions_carry_coordinate_maps_of_the_mask_box(tmp_path):
     assert float(item["coords"][0, lo[0], 0, 0]) == -1.0 and float(item["coords"][0, hi[0], 0, 0]) == 1.0
     patch = data.train_dataset()[0]
     assert patch["coords"].shape == (3, 8, 8, 8) and patch["image"].shape == (1, 8, 8, 8)
+
+
+def test_an_empty_brain_mask_is_a_one_line_error_naming_it(tmp_path, capsys):
+    from medgen.cli import main
+    from medgen.io import write
+
+    _scanner_folder(tmp_path / "d", 1.0, 3, 0)
+    for i, sub in enumerate(sorted((tmp_path / "d").iterdir())):
+        write(sub / "brain_mask.nii.gz", np.full((20, 20, 20), float(i > 0), np.float32))  # the first one empty
+    rc = main(["train", "anogan", "--config", str(Path(__file__).resolve().parents[2] / "configs" / "anogan-cpu.yaml"),
+               f"data.root={tmp_path / 'd'}", "data.mask_key=brain_mask", "data.patch_size=[16,16,16]",
+               "trainer.max_epochs=1", "tracking.enabled=false", "trainer.progress=false",
+               f"trainer.checkpoint_dir={tmp_path / 'ck'}"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "error" in line]
+    assert rc == 2 and len(err) == 1
+    empty = sorted((tmp_path / "d").iterdir())[0] / "brain_mask.nii.gz"
+    assert str(empty) in err[0] and "is empty" in err[0]
+    assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").rglob("*.pt"))
