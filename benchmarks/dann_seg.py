@@ -21,8 +21,16 @@ What it does (held-out target subjects only, mean ± SE over subjects):
 
 Bar (issue 23): target Dice of dann ≥ source_only + 10 points and ≥ 90 % of target_supervised.
 
+``--data chest`` runs the same three variants on the two real chest CTs of ../shared/data/chest_ct
+with their lesion masks as the source, and a simulated second scanner as the target (a softer
+reconstruction kernel, more noise, an HU offset: :data:`SECOND_SCANNER`). Two patients cannot give
+held-out *patients*, so each subject is a copy of one of them under its own rigid-plus-scale
+transform, and the held-out copies share their anatomy with the training copies: the part
+measures the scanner shift alone, not generalisation to new patients (section "dann-seg-chest").
+
     python benchmarks/dann_seg.py --quick          # ~3 min smoke run, writes nothing
     python benchmarks/dann_seg.py --minutes 10
+    python benchmarks/dann_seg.py --data chest --minutes 10
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from common import logger, machine, mean_se, save_nifti, train_run, write_section
@@ -70,11 +79,78 @@ def link(folder: Path, source: Path, names: list[str], label: bool = True) -> No
             (folder / name / "image.nii.gz").symlink_to(source / name / "image.nii.gz")
 
 
+# --- real chest CTs ---------------------------------------------------------------------------
+CHEST = REPO.parent / "shared" / "data" / "chest_ct"
+CHEST_GRID = (1.5, 1.5, 5.0)  # mm (x, y, z): the copies' grid, which spacing=auto then keeps
+# The target scanner, fixed before any run: a soft-tissue kernel where the source has a sharper
+# lung kernel (Gaussian, FWHM ~3.5 mm in-plane), quantum noise of a lower dose, a calibration offset.
+SECOND_SCANNER = {"kernel_sigma_mm": 1.5, "noise_hu": 40.0, "offset_hu": 100.0}
+
+
+def chest_copy(image, label, rng):
+    """One subject from a real CT and its lesion mask: resampled to :data:`CHEST_GRID` under a
+    random rotation about the body axis (±8°), in-plane scale (0.92-1.08) and shift (±8 mm)."""
+    import SimpleITK as sitk
+
+    size = [int(round(image.GetSize()[i] * image.GetSpacing()[i] / CHEST_GRID[i])) for i in range(3)]
+    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    angle, scale = np.deg2rad(rng.uniform(-8, 8)), rng.uniform(0.92, 1.08)
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    t = sitk.AffineTransform(3)
+    t.SetMatrix([c, -s, 0, s, c, 0, 0, 0, 1])
+    t.SetCenter(centre)
+    t.SetTranslation([*rng.uniform(-8, 8, size=2), 0.0])
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing(CHEST_GRID)
+    ref.SetOrigin(image.GetOrigin())
+    ref.SetDirection(image.GetDirection())
+    img = sitk.Resample(image, ref, t, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+    lab = sitk.Resample(label, ref, t, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return img, lab
+
+
+def second_scanner(img, rng):
+    """The same copy as the simulated second scanner would reconstruct it."""
+    import SimpleITK as sitk
+    from scipy.ndimage import gaussian_filter
+
+    a = sitk.GetArrayFromImage(img).astype(np.float32)  # z, y, x
+    sigma = SECOND_SCANNER["kernel_sigma_mm"] / np.asarray(CHEST_GRID[::-1])
+    a = gaussian_filter(a, (0.0, *sigma[1:]))
+    a += rng.normal(0.0, SECOND_SCANNER["noise_hu"], a.shape).astype(np.float32) + SECOND_SCANNER["offset_hu"]
+    out = sitk.GetImageFromArray(np.clip(a, -1024, 3071).astype(np.int16))
+    out.CopyInformation(img)
+    return out
+
+
+def write_chest(root: Path, n: int, seed: int, profile: str) -> list[str]:
+    """``n`` copies (alternating the two patients) under ``root/profile/sub-NNN``."""
+    import SimpleITK as sitk
+
+    cts = [(sitk.ReadImage(str(CHEST / f"lung{k}_image.nrrd")), sitk.ReadImage(str(CHEST / f"lung{k}_label.nrrd")))
+           for k in (1, 2)]
+    rng = np.random.default_rng([seed, 0 if profile == "source" else 1])
+    names = []
+    for i in range(n):
+        img, lab = chest_copy(*cts[i % 2], rng)
+        if profile == "target":
+            img = second_scanner(img, rng)
+        else:
+            img = sitk.Cast(sitk.Round(img), sitk.sitkInt16)
+        name = f"sub-{i + 1:03d}"
+        (root / profile / name).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(img, str(root / profile / name / "image.nii.gz"))
+        sitk.WriteImage(lab, str(root / profile / name / "label.nii.gz"))
+        names.append(name)
+    return names
+
+
 # --- runs ------------------------------------------------------------------------------------
-def train_variant(variant: str, root: Path, work: Path, minutes: float) -> dict:
+def train_variant(variant: str, root: Path, work: Path, minutes: float, data_extra: Sequence[str] = ()) -> dict:
     """``medgen train dann-seg --config configs/dann-seg-cpu.yaml data.root=ROOT model.adaptation=V
     trainer.max_minutes=M`` (+ ``data.target_labels=true`` for target_supervised)."""
-    extra = [f"model.adaptation={variant}"] + (["data.target_labels=true"] if variant == "target_supervised" else [])
+    extra = [*data_extra, f"model.adaptation={variant}"] + (
+        ["data.target_labels=true"] if variant == "target_supervised" else [])
     info = train_run("dann-seg", root, work, variant, minutes, extra, config=CONFIG)
     info["best"] = next((r for r in info["reports"] if r.startswith("best.pt:")), "")
     log(f"{variant}: trained {info['wall_min']:.1f} min, run {info['run_id']}; {info['best']}; {info['time']}")
@@ -110,15 +186,36 @@ def bars(rows: dict) -> list[str]:
             f"dann ≥ 90 % of target_supervised: {'PASS' if ratio >= 0.9 else 'FAIL'} ({100 * ratio:.0f} %)"]
 
 
-def section(rows: dict, info: dict, args, started: str, n_source: int, n_target: int) -> str:
+def describe_phantoms(args) -> tuple[str, str]:
+    return ("## dann-seg — lesion segmentation across scanners (Kamnitsas et al. 2017)",
+            f"Phantom heads ({args.size}³, 1–3 lesions each; label = lesion mask): {args.source} source-scanner and "
+            f"{args.target} target-scanner subjects for training (target labels used only by target_supervised), "
+            f"{args.heldout} source and {args.heldout} target subjects held out. The target scanner differs by its "
+            "contrast table, a stronger bias field, more noise and 4 mm lower resolution.")
+
+
+def describe_chest(args) -> tuple[str, str]:
+    k = SECOND_SCANNER
+    return ("## dann-seg on real chest CTs with a simulated second scanner (issue 23)",
+            f"Source: the two real chest CTs of ../shared/data/chest_ct (pyradiomics' lung1 and lung2, 0.57-0.63 mm "
+            f"in-plane, 5 mm slices) with their lesion masks; {args.source} training and {args.heldout} held-out "
+            "copies, alternating the two patients, each resampled to 1.5 x 1.5 x 5 mm under its own rotation about "
+            "the body axis (±8°), in-plane scale (0.92-1.08) and shift (±8 mm). Target: other copies of the same "
+            f"two CTs ({args.target} training, {args.heldout} held out) as a second scanner reconstructs them: a "
+            f"softer kernel (Gaussian σ {k['kernel_sigma_mm']:g} mm in-plane), noise σ {k['noise_hu']:g} HU and "
+            f"an offset of {k['offset_hu']:+g} HU, fixed before any run. Two patients give no held-out *patients*: "
+            "held-out copies share their anatomy with training copies, so this measures the scanner shift alone. "
+            "`data.modality=ct` (the fixed HU window).")
+
+
+def section(rows: dict, info: dict, args, started: str, data_extra: Sequence[str] = ()) -> str:
+    title, what = describe_chest(args) if args.data == "chest" else describe_phantoms(args)
+    typed = "".join(f" {e}" for e in data_extra)
     lines = [
-        "## dann-seg — lesion segmentation across scanners (Kamnitsas et al. 2017)", "",
+        title, "",
         f"Run {started} by `python benchmarks/dann_seg.py {' '.join(args.argv)}` on {machine(args.threads)}.", "",
-        f"Phantom heads ({args.size}³, 1–3 lesions each; label = lesion mask): {args.source} source-scanner and "
-        f"{args.target} target-scanner subjects for training (target labels used only by target_supervised), "
-        f"{n_source} source and {n_target} target subjects held out. The target scanner differs by its contrast "
-        "table, a stronger bias field, more noise and 4 mm lower resolution. Each variant trained as "
-        f"`medgen train dann-seg --config configs/dann-seg-cpu.yaml data.root=DIR model.adaptation=V "
+        what + " Each variant trained as "
+        f"`medgen train dann-seg --config configs/dann-seg-cpu.yaml data.root=DIR{typed} model.adaptation=V "
         f"trainer.max_minutes={args.minutes:g}` (+ `data.target_labels=true` for target_supervised), one thread; "
         "source_only and dann train without target label files, so their best.pt is chosen on source Dice. Scored "
         "by `medgen evaluate`'s function on the held-out subjects: lesion Dice (%) of the argmax label map, "
@@ -149,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--data", choices=("phantoms", "chest"), default="phantoms",
+                   help="phantom heads (default) or the real chest CTs with a simulated second scanner")
     p.add_argument("--work", default="/tmp/medgen-dann-seg-bench")
     p.add_argument("--quick", action="store_true", help="tiny sizes and budgets; writes no RESULTS.md")
     p.add_argument("--no-write", action="store_true")
@@ -162,22 +261,28 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    source = write_domain(work / "phantoms", args.source + args.heldout, args.size, args.seed, "source")
-    target = write_domain(work / "phantoms", args.target + args.heldout, args.size, args.seed, "target")
+    if args.data == "chest":
+        source = write_chest(work / "subjects", args.source + args.heldout, args.seed, "source")
+        target = write_chest(work / "subjects", args.target + args.heldout, args.seed, "target")
+        data_extra = ["data.modality=ct"]
+    else:
+        source = write_domain(work / "subjects", args.source + args.heldout, args.size, args.seed, "source")
+        target = write_domain(work / "subjects", args.target + args.heldout, args.size, args.seed, "target")
+        data_extra = []
     for folder, labelled in (("train-unlabelled", False), ("train-labelled", True)):
-        link(work / folder / "source", work / "phantoms" / "source", source[: args.source])
-        link(work / folder / "target", work / "phantoms" / "target", target[: args.target], label=labelled)
+        link(work / folder / "source", work / "subjects" / "source", source[: args.source])
+        link(work / folder / "target", work / "subjects" / "target", target[: args.target], label=labelled)
     heldout = work / "heldout"
-    link(heldout / "source", work / "phantoms" / "source", source[args.source:])
-    link(heldout / "target", work / "phantoms" / "target", target[args.target:])
-    log(f"phantoms: {args.source} source + {args.target} target for training, {args.heldout} + {args.heldout} "
+    link(heldout / "source", work / "subjects" / "source", source[args.source:])
+    link(heldout / "target", work / "subjects" / "target", target[args.target:])
+    log(f"{args.data}: {args.source} source + {args.target} target for training, {args.heldout} + {args.heldout} "
         f"held out, {args.size}^3")
     rows: dict[str, dict] = {}
     info: dict[str, dict] = {}
     variants = args.variants.split(",")
     for v in variants:
         root = work / ("train-labelled" if v == "target_supervised" else "train-unlabelled")
-        info[v] = train_variant(v, root, work, args.minutes)
+        info[v] = train_variant(v, root, work, args.minutes, data_extra)
         folder = info[v]["checkpoint_dir"]
         rows[v] = {"best": evaluate(folder / "best.pt", heldout), "last": evaluate(folder / "last.pt", heldout)}
         log(f"{v}: target Dice best.pt {fmt(rows[v]['best']['dice_target'])}, last.pt "
@@ -185,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     (work / "results.json").write_text(json.dumps({"rows": rows, "info": info}, indent=1, default=str))
     if set(variants) != set(VARIANTS):
         return 0
-    text = section(rows, info, args, started, args.heldout, args.heldout)
+    text = section(rows, info, args, started, data_extra)
     print(text)
     if not (args.quick or args.no_write):
-        write_section("dann-seg", text)
+        write_section("dann-seg-chest" if args.data == "chest" else "dann-seg", text)
     return 0
 
 
