@@ -37,6 +37,10 @@ class DomainVolumes(VolumeDataModule):
     source ones and train items also hold ``"target_label"``; otherwise target labels are never
     read for training (they may exist for evaluation).
 
+    ``modality: auto`` (the default) reads two training images of each scanner: Hounsfield units
+    (air at -1000) give the fixed CT window, anything else MR's per-volume window; the choice is
+    saved with the run. Scanners that disagree stop with a ConfigError: set ``modality``.
+
     Val/test/all items are whole volumes of both domains: ``{"image", "mask", "subject",
     "domain"}`` (``domain`` 0 = source, 1 = target) and ``"label"`` (int64 ``(1, *spatial)``)
     where the subject has one. ``model_settings()`` gives the model ``out_channels = n_classes``,
@@ -44,7 +48,9 @@ class DomainVolumes(VolumeDataModule):
     validation subject has a label, so that target Dice can rank checkpoints).
     """
 
-    def __init__(self, root, modality: str = "mr", n_classes: int = 2, spacing="auto", patch_size=(32, 32, 32),
+    auto_modality = True
+
+    def __init__(self, root, modality: str = "auto", n_classes: int = 2, spacing="auto", patch_size=(32, 32, 32),
                  patches_per_volume: int = 8, batch_size: int = 4, val_fraction: float = 0.2, test_fraction: float = 0.0,
                  split_seed: int = 0, cache: bool = True, cache_workers: int = 1, augment: bool = False,
                  label_fraction: float = 0.33, target_labels: bool = False):
@@ -70,6 +76,11 @@ class DomainVolumes(VolumeDataModule):
         found = discover_domain(self.root)
         return [{**entry, "subject": f"{domain}/{entry['subject']}", "domain": d}
                 for d, domain in enumerate(DOMAINS) for entry in found[domain]]
+
+    def _modality_paths(self, items: list[dict]) -> list:
+        """Both scanners decide ``modality: auto``: a few training images of each domain."""
+        n = self.auto_modality_samples
+        return [i["image"] for d in range(len(DOMAINS)) for i in [i for i in items if i["domain"] == d][:n]]
 
     def _split_items(self, items: list[dict]) -> dict[str, list[dict]]:
         splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}

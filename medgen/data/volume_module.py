@@ -120,6 +120,30 @@ class _Select(Dataset):
         return out
 
 
+HU_AIR = -500.0  # below any MR or PET value: air and lung in Hounsfield units
+CT_AIR_SHARE = 0.01  # a CT's field of view holds air (or its padding): at least 1 % of its voxels
+
+
+def looks_like_ct(volume) -> bool:
+    """Whether ``volume``'s values are Hounsfield units: a CT holds air at about -1000 HU (and
+    padding below it) in at least :data:`CT_AIR_SHARE` of its voxels; MR and PET have none."""
+    v = np.asarray(volume.as_tensor() if isinstance(volume, MetaTensor) else volume)
+    return bool(np.mean(v <= HU_AIR) >= CT_AIR_SHARE)
+
+
+def guess_modality(paths: Sequence) -> str:
+    """``modality: auto``: ``"ct"`` when the volumes at ``paths`` hold Hounsfield units, else
+    ``"mr"`` (its per-volume window also suits any other arbitrary-unit scan). Volumes that
+    disagree are a configuration error: one intensity scheme serves the whole run."""
+    kinds = {str(p): "ct" if looks_like_ct(_read(p)) else "mr" for p in paths}
+    found = sorted(set(kinds.values()))
+    if len(found) > 1:
+        ct, mr = (next(p for p, k in kinds.items() if k == kind) for kind in ("ct", "mr"))
+        raise ConfigError(f"data.modality=auto: {ct} holds Hounsfield units (CT) but {mr} does not; set "
+                          "data.modality=ct or mr")
+    return found[0] if found else "mr"
+
+
 class VolumeDataModule(DataModule):
     """The volume pipeline every volume task shares (grid, foreground, intensity window, padding,
     split by subject, cached whole volumes); a task's module adds its layout (``_discover``), what
@@ -130,12 +154,16 @@ class VolumeDataModule(DataModule):
     """
 
     image_keys: tuple[str, ...] = ()
+    auto_modality = False  # whether ``modality: auto`` is offered (one intensity scheme for every input)
+    auto_modality_samples = 2  # training volumes read (per domain, where a module has two) to decide it
 
     def __init__(self, root, *, modality: str, spacing, patch_size, patches_per_volume: int, batch_size: int,
                  val_fraction: float, test_fraction: float, split_seed: int, cache: bool, cache_workers: int = 1):
-        if modality not in MODALITIES:
-            raise ConfigError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        offered = MODALITIES + (("auto",) if self.auto_modality else ())
+        if modality not in offered:
+            raise ConfigError(f"modality must be one of {offered}, got {modality!r}")
         self.root = Path(root)
+        self._auto_modality = modality == "auto"
         self.modality = modality
         self.patch_size = tuple(int(p) for p in patch_size)
         if len(self.patch_size) not in (2, 3):
@@ -189,6 +217,12 @@ class VolumeDataModule(DataModule):
         self.splits["all"] = sorted(items, key=lambda i: i["subject"])  # `medgen evaluate` on a whole folder
         if self._auto_spacing and self.spacing is None:
             self.spacing = median_spacing(self._grid_paths(self.splits["train"] or self.splits["all"]), self.spatial_dims)
+        if self.modality == "auto":
+            self.modality = guess_modality(self._modality_paths(self.splits["train"] or self.splits["all"]))
+
+    def _modality_paths(self, items: list[dict]) -> list:
+        """The volumes ``modality: auto`` reads: the first training inputs."""
+        return self._grid_paths(items)[: self.auto_modality_samples]
 
     def _split_items(self, items: list[dict]) -> dict[str, list[dict]]:
         """``{"train", "val", "test"}``: the items split by subject."""
@@ -211,13 +245,19 @@ class VolumeDataModule(DataModule):
         grid = ("native grid" if self.spacing is None
                 else "grid " + "x".join(f"{v:.3g}" for v in self.spacing) + " mm" + (" (auto: median)" if self._auto_spacing else ""))
         patch = "x".join(str(p) for p in self.patch_size)
-        return f"{len(self.splits['all'])} subjects in {self.root}: {split}; {grid}; patches {patch}"
+        kind = f"; intensities {self.modality} (auto: {'Hounsfield units' if self.modality == 'ct' else 'no HU'})" \
+            if self._auto_modality else ""
+        return f"{len(self.splits['all'])} subjects in {self.root}: {split}; {grid}; patches {patch}{kind}"
 
     def resolved_settings(self) -> dict[str, Any]:
-        """``spacing: auto`` as the voxel size ``setup()`` chose, for the run's saved config."""
+        """``spacing: auto`` as the voxel size and ``modality: auto`` as the scheme ``setup()``
+        chose, for the run's saved config."""
+        out: dict[str, Any] = {}
         if self._auto_spacing and self.spacing is not None:
-            return {"spacing": [round(v, 6) for v in self.spacing]}
-        return {}
+            out["spacing"] = [round(v, 6) for v in self.spacing]
+        if self._auto_modality and self.modality != "auto":
+            out["modality"] = self.modality
+        return out
 
     def _split(self, name: str) -> list[dict]:
         if self.splits is None:
@@ -315,6 +355,8 @@ class VolumeDataModule(DataModule):
 
     def _intensity_params(self, volume: torch.Tensor, mask, modality: str | None = None) -> dict:
         """Normalisation of an input volume (training and inference alike)."""
+        if modality is None and self.modality == "auto":
+            self.setup()  # decided on the training scans, never per input (a run saved it resolved)
         return intensity_params(volume, modality or self.modality, mask)
 
     def _model_space(self, raw: MetaTensor, modality: str | None = None) -> dict:

@@ -82,6 +82,51 @@ def test_domain_oversamples_labelled_voxels(tmp_path):
     assert often > 0.45 and rarely < 0.2  # patches elsewhere rarely touch the corner
 
 
+def _domain_folder(root, source_ct: bool, target_ct: bool):
+    """Two subjects a domain: a body in air (CT: -1000 HU around 40 HU tissue; MR: 0 around 300)."""
+    rng = np.random.default_rng(1)
+    body = np.zeros((16, 16, 16), bool)
+    body[3:13, 3:13, 3:13] = True
+    for domain, ct in (("source", source_ct), ("target", target_ct)):
+        for s in range(2):
+            image = np.where(body, 40.0, -1000.0) if ct else np.where(body, 300.0, 0.0)
+            _save(root / domain / f"s{s}" / "image.nii.gz", image + rng.normal(0, 5, image.shape))
+            if domain == "source":
+                _save(root / domain / f"s{s}" / "label.nii.gz", body & (rng.random(body.shape) > 0.9))
+    return root
+
+
+@pytest.mark.parametrize("source_ct, target_ct, expected", [(True, True, "ct"), (False, False, "mr"), (True, False, None)])
+def test_domain_modality_auto_reads_hounsfield_units_from_both_scanners(tmp_path, source_ct, target_ct, expected):
+    from medgen.errors import ConfigError
+
+    data = DomainVolumes(_domain_folder(tmp_path, source_ct, target_ct), patch_size=(8, 8, 8), val_fraction=0.0)
+    assert data.modality == "auto"
+    if expected is None:  # one intensity scheme serves the run: a CT source with an MR target is named
+        with pytest.raises(ConfigError, match=r"target.s\d.image\.nii\.gz does not"):
+            data.setup()
+        return
+    data.setup()
+    assert data.modality == expected and data.resolved_settings()["modality"] == expected
+    item = data.all_dataset()[0]
+    body = item["image"][0, 5:11, 5:11, 5:11]
+    if expected == "ct":  # the fixed HU window: 40 HU sits at the same place in every scan
+        assert torch.allclose(body.mean(), apply_intensity(torch.tensor(40.0), ct_params()), atol=0.01)
+    else:  # MR's window is the scan's own percentiles in the body: its noise spans [-1, 1]
+        assert body.min() < -0.5 and body.max() > 0.5
+    assert "intensities " + expected + " (auto" in data.describe()
+
+
+def test_looks_like_ct_needs_air_in_hounsfield_units():
+    from medgen.data.volume_module import looks_like_ct
+
+    head = np.full((10, 10, 10), 40.0)
+    assert not looks_like_ct(head)  # a CT cropped to soft tissue holds no HU evidence: MR's window
+    head[0] = -1000.0  # a tenth of the voxels air
+    assert looks_like_ct(head)
+    assert not looks_like_ct(np.random.default_rng(0).normal(0, 3, (10, 10, 10)))  # a z-scored MR
+
+
 def test_domain_target_labels_are_optional_and_bad_labels_are_named(demo, tmp_path):
     root = tmp_path / "domain"
     shutil.copytree(demo / "domain", root)

@@ -191,7 +191,7 @@ def test_infer_path_writes_the_label_map_by_nearest_neighbour_in_the_inputs_geom
             return out
 
     model = Blocks(out_channels=3, **TINY)
-    data = DomainVolumes(tmp_path, n_classes=3, spacing=[2.0, 2.0, 2.0], patch_size=(16, 16, 16))
+    data = DomainVolumes(tmp_path, modality="mr", n_classes=3, spacing=[2.0, 2.0, 2.0], patch_size=(16, 16, 16))
     affine = np.array([[0.0, -1.3, 0.0, 10.0], [0.9, 0.0, 0.0, -20.0], [0.0, 0.0, 1.7, 5.0], [0, 0, 0, 1]])
     rng = np.random.default_rng(0)
     nib.save(nib.Nifti1Image((100 + 50 * rng.random((30, 26, 18))).astype(np.float32), affine), tmp_path / "scan.nii.gz")
