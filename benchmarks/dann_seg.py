@@ -264,11 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.data == "chest":
         source = write_chest(work / "subjects", args.source + args.heldout, args.seed, "source")
         target = write_chest(work / "subjects", args.target + args.heldout, args.seed, "target")
-        data_extra = []  # the shipped config as it is: data.modality=auto finds Hounsfield units
     else:
         source = write_domain(work / "subjects", args.source + args.heldout, args.size, args.seed, "source")
         target = write_domain(work / "subjects", args.target + args.heldout, args.size, args.seed, "target")
-        data_extra = []
+    data_extra: list[str] = []  # the shipped config as it is (chest: data.modality=auto finds Hounsfield units)
     for folder, labelled in (("train-unlabelled", False), ("train-labelled", True)):
         link(work / folder / "source", work / "subjects" / "source", source[: args.source])
         link(work / folder / "target", work / "subjects" / "target", target[: args.target], label=labelled)
