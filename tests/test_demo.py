@@ -35,3 +35,23 @@ def test_what_the_readmes_commands_write_in_a_checkout_is_ignored_by_git():
     paths = ["mlflow.db", "mlflow.db.lock", "mlartifacts/x", "checkpoints/run/last.pt", "demo/x", "demo_data/paired/x"]
     r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
     assert sorted(r.stdout.split()) == sorted(paths)
+
+
+def test_the_readmes_first_commands_start_with_a_virtual_environment():
+    """A new user ran the set-up line into the system Python (issue 24): the README's first block
+    makes a venv before it; the two lines .ci/run greps (`# set-up`, `# tests`) stay as they are."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+    setup = next(i for i, line in enumerate(lines) if "# set-up" in line)
+    assert lines[setup].startswith('python -m pip install -c constraints.txt -e ".[test]"')
+    venv = [i for i, line in enumerate(lines[:setup]) if line.startswith("python -m venv .venv && source .venv/bin/activate")]
+    assert venv and "```" not in "".join(lines[venv[0]:setup])  # in the same block, before the set-up line
+    assert any(line.startswith("python -m pytest") and "# tests" in line for line in lines)
+
+
+def test_the_readme_says_what_infer_anogan_writes():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "medgen infer anogan --run RUN_ID --input" in text and "<name>_anogan.nii.gz" in text
