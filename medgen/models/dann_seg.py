@@ -205,7 +205,7 @@ class DANNSeg(SlidingWindowInference, GenerativeModel):
         return lambda_at(self.progress, self.lambda_schedule, self.lambda_max, self.lambda_ramp)
 
     def extra_state(self) -> dict[str, Any]:
-        # the share of the run trained, so that `medgen evaluate` reports the λ the run ended at
+        # the share of the run trained: a model loaded from a checkpoint has the λ the run ended at
         return {"progress": float(self.progress)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -314,7 +314,9 @@ class DANNSeg(SlidingWindowInference, GenerativeModel):
         name = DOMAINS[domain]
         prediction = self.infer(x)
         scale = 2.0 / (self.n_classes - 1)  # class indices onto the grid's [-1, 1]
-        out: dict[str, Any] = {"input": x, "prediction": prediction.float() * scale - 1.0, "lambda": self.lambda_}
+        # λ is a schedule value, not a metric of these scans: it goes to MLflow with the training
+        # losses (train/lambda), and `medgen evaluate` does not list it
+        out: dict[str, Any] = {"input": x, "prediction": prediction.float() * scale - 1.0}
         label = batch.get("label")
         if label is not None:
             dice = dice_per_class(prediction, label.to(prediction.device).long(), self.n_classes)
