@@ -79,10 +79,11 @@ def test_train_then_score_with_maps_dicom_and_a_bad_scan(trained, tmp_path):
     rows = _rows(out)
     assert [r["path"] for r in rows] == [str(normal), str(bad), str(lesion), str(dicom)]
     assert list(rows[0]) == ["path", "score", "flagged", "map", "overlay", "seconds", "error"]
-    # maps named after as much of the path as tells same-named scans apart: the DICOM series
-    # ph/dicom/<subject>/t1 shares its subject with one of the NIfTI scans
-    names = {src: (f"{src.parents[1].name}_" if src.parent.name == dicom.parent.name else "") + f"{src.parent.name}_t1"
-             for src in (normal, lesion)}
+    # maps named after each scan's path below the folder all four share (the README's rule)
+    import os
+
+    common = Path(os.path.commonpath([str(p.parent) for p in (normal, bad, lesion, dicom)]))
+    names = {src: "_".join((*src.parent.relative_to(common).parts, "t1")) for src in (normal, lesion)}
     assert rows[0]["map"] == str(maps / f"{names[normal]}_anomaly.nii.gz") and rows[1]["map"] == ""
     assert rows[2]["overlay"] == str(maps / f"{names[lesion]}_overlay.png")
     assert rows[1]["error"] and "broken.nii.gz" in rows[1]["error"] and rows[1]["score"] == ""

@@ -16,25 +16,19 @@ CSV_COLUMNS = ("path", "score", "flagged", "map", "overlay", "seconds", "error")
 
 
 def output_names(paths: Sequence) -> list[str]:
-    """File-name stems for the maps: the scan's name without its volume suffix, and where names
-    repeat, as many of its folders as tell them apart, joined by ``_`` (``sub-001/t1.nii.gz`` and
-    ``sub-002/t1.nii.gz`` -> ``sub-001_t1``, ``sub-002_t1``: the path below the scans' common
-    folder)."""
-    parts = [Path(p).resolve().parts for p in paths]
-    depth = [1] * len(parts)
+    """File-name stems for the maps: each scan's path below the scans' common folder, its folders
+    joined by ``_`` and its volume suffix dropped (``d/sub-001/t1.nii.gz`` and ``d/sub-002/t1.nii.gz``
+    -> ``sub-001_t1``, ``sub-002_t1``; one scan, or scans side by side: the file name alone). Every
+    map has the same depth below that folder, so a name says where its scan lies. The same scan
+    given twice gets ``_2``."""
+    import os
 
-    def stem(k: int) -> str:
-        *folders, last = parts[k][-depth[k]:]
-        return "_".join([*folders, entry_name(Path(last)) or last])
-
-    while True:
-        names = [stem(k) for k in range(len(parts))]
-        clash = [k for k, n in enumerate(names) if depth[k] < len(parts[k])
-                 and any(m == n and parts[j] != parts[k] for j, m in enumerate(names))]
-        if not clash:
-            break
-        for k in clash:
-            depth[k] += 1
+    resolved = [Path(p).resolve() for p in paths]
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved])) if resolved else Path("/")
+    names = []
+    for p in resolved:
+        *folders, last = p.relative_to(root).parts
+        names.append("_".join([*folders, entry_name(Path(last)) or last]))
     out, used = [], set()
     for n in names:  # the same scan given twice
         candidate, k = n, 1

@@ -41,9 +41,15 @@ def test_map_names_tell_scans_with_the_same_file_name_apart(tmp_path):
 
     paths = [tmp_path / "d" / "sub-001" / "t1.nii.gz", tmp_path / "d" / "sub-002" / "t1.nii.gz",
              tmp_path / "other.nrrd", tmp_path / "x" / "sub-001" / "t1.nii.gz"]
-    assert output_names(paths[:3]) == ["sub-001_t1", "sub-002_t1", "other"]
-    assert output_names(paths) == ["d_sub-001_t1", "sub-002_t1", "other", "x_sub-001_t1"]
+    # The README's rule, the path below the scans' common folder, for every map alike. (This
+    # replaced names that grew folders only where file names clashed: "d_sub-001_t1" beside
+    # "sub-002_t1" for scans side by side in d/, so a map's name did not say where its scan was.)
+    assert output_names(paths[:2]) == ["sub-001_t1", "sub-002_t1"]
+    assert output_names(paths[:3]) == ["d_sub-001_t1", "d_sub-002_t1", "other"]
+    assert output_names(paths) == ["d_sub-001_t1", "d_sub-002_t1", "other", "x_sub-001_t1"]
     assert output_names([paths[0]]) == ["t1"] and output_names([paths[2], paths[2]]) == ["other", "other_2"]
+    assert output_names([tmp_path / "a.nii.gz", tmp_path / "b.nrrd"]) == ["a", "b"]
+    assert output_names([tmp_path / "d" / "sub-001" / "t1"]) == ["t1"]  # a DICOM folder
 
 
 def test_label_outputs_are_resampled_nearest_and_written_as_integers(tmp_path):
