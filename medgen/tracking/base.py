@@ -31,7 +31,9 @@ class Tracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
 
-    def log_model(self, network: nn.Module, name: str, registered_name: str | None = None) -> None: ...
+    def log_model(self, network: nn.Module, name: str, registered_name: str | None = None) -> str | None:
+        """Log a network; with `registered_name`, register it. Returns the registered version."""
+        return None
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 

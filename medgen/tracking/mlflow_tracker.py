@@ -259,21 +259,25 @@ class MLflowTracker(Tracker):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_model(self, network: nn.Module, name: str, registered_name: str | None = None) -> None:
+    def log_model(self, network: nn.Module, name: str, registered_name: str | None = None) -> str | None:
         """Log `network` with mlflow.pytorch (pickle format: pt2 needs a signature) and
-        optionally register it under `registered_name`."""
+        optionally register it under `registered_name`; returns the registered version (None
+        unregistered). MLflow's own lines ("Successfully registered model ...", "Created version
+        ...") are kept off the user's terminal: the trainer reports the registration in one line."""
         import mlflow
         import mlflow.pytorch
         import monai
         import torch
+        from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
         # pickle is chosen on purpose (pt2 needs a signature); its warning would only alarm users
         pt_logger = logging.getLogger("mlflow.pytorch")
-        level = pt_logger.level
+        level, stream_on = pt_logger.level, MLFLOW_LOGGING_STREAM.enabled
         pt_logger.setLevel(logging.ERROR)
+        MLFLOW_LOGGING_STREAM.enabled = False  # eprint()s of the registry go through this stream
         try:
             with _global_uris(self.uri), mlflow.start_run(run_id=self.run_id):
-                mlflow.pytorch.log_model(
+                info = mlflow.pytorch.log_model(
                     network,
                     name=name,
                     serialization_format="pickle",
@@ -282,6 +286,9 @@ class MLflowTracker(Tracker):
                 )
         finally:
             pt_logger.setLevel(level)
+            MLFLOW_LOGGING_STREAM.enabled = stream_on
+        version = getattr(info, "registered_model_version", None)
+        return None if registered_name is None or version is None else str(version)
 
     # --- reading back -----------------------------------------------------------------------
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str | Path) -> Path:

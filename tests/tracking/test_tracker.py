@@ -115,3 +115,32 @@ def test_a_run_whose_process_died_is_marked_killed_by_the_next_start(tmp_path):
     # a resume takes its own run over, whatever its state
     resumed = MLflowTracker()
     assert resumed.start("exp", run_id=dead_id) == dead_id and client.get_run(dead_id).info.status == "RUNNING"
+
+
+def test_registering_a_model_keeps_mlflows_lines_off_the_terminal(tmp_path, capfd):
+    """MLflow prints 'Successfully registered model ...' and 'Created version ...' on stderr at
+    the end of every run (issue 24); the trainer says it in one line of its own instead."""
+    from torch import nn
+
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from toy import toy_config
+
+    from medgen.engine import train
+
+    tracker = MLflowTracker(f"sqlite:///{tmp_path / 'reg.db'}")
+    tracker.start("registry")
+    assert tracker.log_model(nn.Linear(2, 1), "model", registered_name="toy-net") == "1"
+    assert tracker.log_model(nn.Linear(2, 1), "model", registered_name="toy-net") == "2"
+    assert tracker.log_model(nn.Linear(2, 1), "plain") is None
+    tracker.end()
+    err = capfd.readouterr().err
+    assert "Successfully registered" not in err and "Created version" not in err and "already exists" not in err
+    lines = []
+    train(toy_config(trainer={"max_epochs": 1, "val_images": False},
+                     tracking={"log_model": True, "register_model": True, "uri": f"sqlite:///{tmp_path / 'run.db'}"}),
+          report=lines.append)
+    assert "model registered as 'toy' version 1" in lines
+    err = capfd.readouterr().err
+    assert "Successfully registered" not in err and "Created version" not in err
