@@ -20,14 +20,43 @@ import torch
 from medgen.errors import InputError
 
 
-def output_name(path: str | Path, task: str | None = None) -> str:
+def output_name(path: str | Path, task: str | None = None, direction: str | None = None) -> str:
     """``scan.nii.gz`` / ``scan.mha`` / DICOM folder ``scan/`` -> ``scan_<task>.nii.gz`` (without
-    a task: ``scan.nii.gz``). The task in the name says what the file is, and keeps an output
-    written into the input's folder from landing on the input."""
+    a task: ``scan.nii.gz``); a two-way model's direction joins it (``mr_cyclegan_AtoB.nii.gz``,
+    ``ct_cyclegan_BtoA.nii.gz``), so the two ways never write one file. The task in the name says
+    what the file is, and keeps an output written into the input's folder from landing on the input."""
     from medgen.data.layouts import entry_name
 
     name = entry_name(Path(path))
-    return f"{name}_{task}.nii.gz" if task else f"{name}.nii.gz"
+    suffix = "_".join(p for p in (task, direction) if p)
+    return f"{name}_{suffix}.nii.gz" if suffix else f"{name}.nii.gz"
+
+
+def model_direction(model) -> str | None:
+    """The direction of a two-way model (``type(model).directions``), else None."""
+    return getattr(model, "direction", None) if getattr(type(model), "directions", ()) else None
+
+
+def planned_outputs(inputs: list[Path], output_dir: str | Path, task: str | None, direction: str | None = None,
+                    dicom: bool = False) -> list[tuple[Path, str, Path | None]]:
+    """``(input, output file, DICOM output folder or None)`` per input, in ``output_dir``."""
+    out_dir = Path(output_dir)
+    plans = []
+    for path in inputs:
+        name = output_name(path, task or None, direction)
+        plans.append((path, out_dir / name, out_dir / f"{name[: -len('.nii.gz')]}_dicom" if dicom else None))
+    return plans
+
+
+def refuse_existing(targets, overwrite: bool) -> None:
+    """An output that exists already is refused (one line naming it) unless ``overwrite``:
+    ``medgen infer`` replaced earlier results without a word."""
+    if overwrite:
+        return
+    for target in targets:
+        if target is not None and (Path(target).exists() or Path(target).is_symlink()):
+            raise InputError(target, "exists already (an earlier output?); give --overwrite to replace it, "
+                                     "or choose another --output folder")
 
 
 def list_inputs(path: str | Path) -> list[Path]:
@@ -38,13 +67,65 @@ def list_inputs(path: str | Path) -> list[Path]:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if is_volume_path(path):
+        if path.is_dir() and not _has_own_dicom_files(path):
+            nested = _nested_scan(path)  # DICOM somewhere below, and other scans too: a data layout
+            if nested is not None:
+                raise InputError(path, _layout_message(path, nested))
         return [path]
     if path.is_dir():
         inputs = sorted(p for p in path.iterdir() if not p.name.startswith(".") and is_volume_path(p))
         if inputs:
             return inputs
-        raise InputError(path, "folder holds no readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
+        raise InputError(path, _layout_message(path, _nested_scan(path)))
     raise InputError(path, "not a readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
+
+
+EXPECTS = "infer takes a scan file, a DICOM series folder or a folder of scan files"
+
+
+def _has_own_dicom_files(folder: Path) -> bool:
+    from medgen.io.dicom import is_dicom_file
+
+    return any(p.is_file() and is_dicom_file(p) for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _nested_scan(folder: Path, depth: int = 4, budget: int = 5000) -> Path | None:
+    """The first NIfTI/NRRD/MHA file below ``folder`` (not in it), breadth first, a few levels."""
+    from medgen.data.layouts import VOLUME_SUFFIXES
+
+    level = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    for _ in range(depth):
+        below = []
+        for sub in level:
+            for p in sorted(sub.iterdir()):
+                budget -= 1
+                if budget < 0:
+                    return None
+                if p.name.startswith("."):
+                    continue
+                if p.is_dir():
+                    below.append(p)
+                elif p.name.lower().endswith(VOLUME_SUFFIXES):
+                    return p
+        level = below
+    return None
+
+
+def _layout_message(folder: Path, nested: Path | None) -> str:
+    """One line: what infer expects, what the folder holds, and a scan to give instead."""
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    dirs = [p.name + "/" for p in entries if p.is_dir()]
+    files = [p for p in entries if p.is_file()]
+    found = []
+    if dirs:
+        found.append(f"{len(dirs)} folder{'s' if len(dirs) > 1 else ''} ({', '.join(dirs[:3])}{', ...' if len(dirs) > 3 else ''})")
+    if files:
+        found.append(f"{len(files)} other file{'s' if len(files) > 1 else ''}")
+    held = " and ".join(found) if found else "nothing"
+    if nested is not None:
+        return (f"{EXPECTS}; this folder holds {held} with scans inside (a training layout?): "
+                f"give one scan, e.g. --input {nested}")
+    return f"{EXPECTS}; this folder holds {held} and no scan (NIfTI, NRRD, MHA/MHD or DICOM) in it or below"
 
 
 def infer_path(model, data, path_or_volume) -> torch.Tensor:
@@ -76,18 +157,20 @@ def infer_path(model, data, path_or_volume) -> torch.Tensor:
     return result
 
 
-def infer_table(model, data, input_path: str | Path, output_dir: str | Path) -> list[Path]:
+def infer_table(model, data, input_path: str | Path, output_dir: str | Path, overwrite: bool = False) -> list[Path]:
     """A table model (``output_kind == "table"``) on a table file or its folder: every output
     table of ``model.infer`` as ``OUT/<name>.tsv``, a row per input sample with its id. Outputs
     with the input's columns (``table_outputs[name] == "input"``) go back to the input's units
     through ``data.postprocess``; feature tables get columns ``z1, z2, ...``. Every table is
-    computed before the first is written, and each is written atomically."""
+    computed before the first is written, and each is written atomically; a table that exists
+    already is refused unless ``overwrite``."""
     from medgen.data.expression_io import write_table
 
     x, state = data.preprocess(input_path)  # bad input fails here, before anything is written
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output exists and is not a folder")
+    refuse_existing([out_dir / f"{name}.tsv" for name in getattr(model, "table_outputs", {})], overwrite)
     model.eval()
     with torch.no_grad():
         outputs = model.infer(x.to(model.device))
@@ -117,12 +200,14 @@ def check_dicom_inputs(inputs: list[Path]) -> None:
 
 
 def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path, progress: bool = True,
-                    dicom_description: str | None = None) -> list[Path]:
+                    dicom_description: str | None = None, overwrite: bool = False) -> list[Path]:
     """Run :func:`infer_path` on every input under `input_path`; returns the written files.
 
     ``dicom_description``: also write each output as a DICOM series ``OUT/<name>_<task>_dicom/``
     mirroring its DICOM input (:func:`medgen.io.dicom_write.write_dicom_like`), so described; a
-    label map as a label series (the class indices themselves, slope 1).
+    label map as a label series (the class indices themselves, slope 1). A two-way model's
+    outputs carry its direction in their names. Outputs that exist already are refused before
+    anything is written, unless ``overwrite``.
     """
     from tqdm.auto import tqdm
 
@@ -131,7 +216,9 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
     inputs = list_inputs(input_path)
     if dicom_description is not None:
         check_dicom_inputs(inputs)
-    names = [output_name(p, getattr(model, "task", None) or None) for p in inputs]
+    plans = planned_outputs(inputs, output_dir, getattr(model, "task", None), model_direction(model),
+                            dicom=dicom_description is not None)
+    names = [target.name for _, target, _ in plans]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise InputError(input_path, f"several inputs would write {sorted(dupes)[0]}; rename them")
@@ -143,6 +230,7 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
         for target in (out_dir / name, out_dir / f"{name[: -len('.nii.gz')]}_dicom"):
             if target.resolve() in own or any(q.is_relative_to(target.resolve()) for q in own):
                 raise InputError(target, "is an input of this run; choose another --output folder")
+    refuse_existing([t for _, target, series in plans for t in (target, series)], overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     model.show_progress = progress  # a bar over one volume's windows: big scans take minutes on a CPU

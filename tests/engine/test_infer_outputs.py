@@ -84,3 +84,75 @@ def test_label_outputs_are_resampled_nearest_and_written_as_integers(tmp_path):
     assert np.issubdtype(written.get_data_dtype(), np.integer)
     inside = np.asarray(written.dataobj)[7:13, 6:10, 3:7]
     assert inside.min() == 1
+
+
+def test_two_way_models_name_each_direction():
+    assert output_name("d/mr.nii.gz", "cyclegan", "AtoB") == "mr_cyclegan_AtoB.nii.gz"
+    assert output_name("d/mr.nii.gz", "cyclegan", "BtoA") == "mr_cyclegan_BtoA.nii.gz"
+
+
+def _toy_run_and_scan(tmp_path):
+    run_id = train(toy_config(trainer={"max_epochs": 1, "val_images": False}, tracking={"enabled": False}))
+    scan = tmp_path / "d" / "scan.nii.gz"
+    scan.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 16), dtype=np.float32), np.eye(4)), scan)
+    return f"checkpoints/{run_id}/last.pt", scan
+
+
+def test_infer_refuses_to_overwrite_an_earlier_output_without_overwrite(tmp_path, capsys):
+    ckpt, scan = _toy_run_and_scan(tmp_path)
+    out = tmp_path / "out"
+    args = ["infer", "toy", "--run", ckpt, "--input", str(scan), "--output", str(out)]
+    assert main(args) == 0
+    written = out / "scan_toy.nii.gz"
+    earlier = written.read_bytes()
+    written.write_bytes(earlier + b"")  # the same content, a new mtime we can watch
+    stamp = written.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(written) in err[0] and "--overwrite" in err[0]
+    assert written.stat().st_mtime_ns == stamp and sorted(p.name for p in out.iterdir()) == ["scan_toy.nii.gz"]
+    assert main([*args, "--overwrite"]) == 0
+    # the library call refuses too
+    model, module, _, _ = load_task(ckpt, device="cpu")
+    with pytest.raises(InputError, match="exists already"):
+        infer_to_folder(model, module, scan, out, progress=False)
+
+
+def test_infer_on_a_data_layout_says_what_it_takes(tmp_path, capsys):
+    """A phantom data root (sub-*/ folders of scans) gave 'folder holds no readable volume'."""
+    ckpt, scan = _toy_run_and_scan(tmp_path)
+    root = tmp_path / "paired"
+    for subject in ("sub-001", "sub-002"):
+        (root / subject).mkdir(parents=True)
+        (root / subject / "t1.nii.gz").write_bytes(scan.read_bytes())
+    capsys.readouterr()
+    assert main(["infer", "toy", "--run", ckpt, "--input", str(root), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "a scan file, a DICOM series folder or a folder of scan files" in err[0]
+    assert "2 folders (sub-001/, sub-002/)" in err[0] and str(root / "sub-001" / "t1.nii.gz") in err[0]
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    (empty / "x").mkdir(parents=True)
+    with pytest.raises(InputError, match="no scan .* in it or below"):
+        from medgen.inference import list_inputs
+
+        list_inputs(empty)
+
+
+def test_a_layout_with_one_dicom_series_below_is_not_taken_for_that_series(tmp_path):
+    """`medgen phantoms`' root holds one DICOM series deep inside (dicom/sub-001/t1/) beside the
+    NIfTI layouts: infer on the root translated that series without a word."""
+    from medgen.data.phantoms import write_dicom_series
+    from medgen.inference import list_inputs
+
+    root = tmp_path / "ph"
+    series = root / "dicom" / "sub-001" / "t1"
+    write_dicom_series(series, np.zeros((8, 8, 4), np.float32), np.eye(4), 0)
+    (root / "paired" / "sub-001").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), root / "paired" / "sub-001" / "t1.nii.gz")
+    with pytest.raises(InputError, match="a training layout"):
+        list_inputs(root)
+    assert list_inputs(series) == [series]  # the series folder itself is an input

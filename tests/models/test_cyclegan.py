@@ -212,6 +212,23 @@ def test_cli_train_logs_both_directions_and_infer_gives_hu_and_mr_units(trained,
     assert main(["infer", "cyclegan", "--run", str(ckpt), "--input", str(ct), "--output", str(tmp_path / "mr"),
                  "--direction", "BtoA"]) == 0
     (mr_out,) = sorted((tmp_path / "mr").glob("*.nii.gz"))
+    assert mr_out.name == "sub-0_cyclegan_BtoA.nii.gz"  # each direction its own name (issue 24)
+    assert [p.name for p in (tmp_path / "ct").glob("*.nii.gz")] == ["sub-0_cyclegan_AtoB.nii.gz"]
+    # both ways into one folder: two files; a second run refuses to replace one without --overwrite
+    both = tmp_path / "both"
+    for direction in ("AtoB", "BtoA"):
+        assert main(["infer", "cyclegan", "--run", str(ckpt), "--input", str(mr), "--output", str(both),
+                     "--direction", direction]) == 0
+    assert sorted(p.name for p in both.iterdir()) == ["sub-0_cyclegan_AtoB.nii.gz", "sub-0_cyclegan_BtoA.nii.gz"]
+    before = (both / "sub-0_cyclegan_BtoA.nii.gz").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["infer", "cyclegan", "--run", str(ckpt), "--input", str(mr), "--output", str(both),
+                 "--direction", "BtoA"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sub-0_cyclegan_BtoA.nii.gz" in err[0] and "--overwrite" in err[0]
+    assert (both / "sub-0_cyclegan_BtoA.nii.gz").stat().st_mtime_ns == before
+    assert main(["infer", "cyclegan", "--run", str(ckpt), "--input", str(mr), "--output", str(both),
+                 "--direction", "BtoA", "--overwrite"]) == 0
     low, high = saved["data"]["windows"]["A"]
     values = nib.load(mr_out).get_fdata()
     assert values.min() >= low - 1e-3 and values.max() <= high + 1e-3  # the training MRs' window
@@ -228,11 +245,11 @@ def test_cli_train_logs_both_directions_and_infer_gives_hu_and_mr_units(trained,
     write_dicom_series(series, np.asarray(mr_nifti.dataobj), mr_nifti.affine, 0)
     assert main(["infer", "cyclegan", "--run", str(ckpt), "--input", str(series), "--output", str(tmp_path / "d"),
                  "--dicom"]) == 0
-    header = pydicom.dcmread(next((tmp_path / "d" / "t1_dicom_cyclegan_dicom").iterdir()))
+    header = pydicom.dcmread(next((tmp_path / "d" / "t1_dicom_cyclegan_AtoB_dicom").iterdir()))
     assert header.Modality == "CT" and header.RescaleType == "HU" and header.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
     assert header.PatientName == pydicom.dcmread(next(series.iterdir())).PatientName
-    from_dicom = read(tmp_path / "d" / "t1_dicom_cyclegan_dicom").as_tensor().numpy()
-    from_nifti = read(tmp_path / "d" / "t1_dicom_cyclegan.nii.gz").as_tensor().numpy()
+    from_dicom = read(tmp_path / "d" / "t1_dicom_cyclegan_AtoB_dicom").as_tensor().numpy()
+    from_nifti = read(tmp_path / "d" / "t1_dicom_cyclegan_AtoB.nii.gz").as_tensor().numpy()
     assert np.abs(from_dicom - from_nifti).max() < 0.1  # int16 with a rescale slope: ~0.06 HU steps
 
     capsys.readouterr()

@@ -154,6 +154,15 @@ def test_cli_train_infer_evaluate_on_the_phantom_table(tmp_path, capsys):
     assert list(recon.index) == ids and recon.shape == (5, 200) and set(recon.columns) <= set(genes)
     assert recon.to_numpy().min() >= 0  # back in the input's units (expression >= 0), not [0, 1] alone
     assert recon.to_numpy().max() > 1.5
+    # a second run into the same folder: refused, naming the table, nothing replaced (issue 24)
+    stamp = (out / "latent.tsv").stat().st_mtime_ns
+    args = ["infer", "tybalt", "--run", run_id, "--input", str(tmp_path / "new.tsv"), "--output", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "latent.tsv" in err[0] and "--overwrite" in err[0]
+    assert (out / "latent.tsv").stat().st_mtime_ns == stamp
+    assert main([*args, "--overwrite"]) == 0
+    capsys.readouterr()
 
     # the same latent as the model gives directly, in the same row order
     from medgen.engine import load_task
