@@ -197,12 +197,16 @@ def evaluate_volumes(
                     with phase("images"):
                         if images:
                             from medgen.viz import save_slice_grid
+                            from medgen.viz.slices import grid_centre
 
+                            shown = {k: images[k][0, 0].detach().cpu() for k in grid_order(images, model.metric_pairs)}
                             save_slice_grid(
                                 grid_path,
-                                {k: images[k][0, 0].detach().cpu() for k in grid_order(images, model.metric_pairs)},
+                                shown,
                                 value_range=(lo, hi),
                                 title=grid_title,
+                                # through the largest labelled region (a lesion), where the model says
+                                centre=grid_centre(shown, getattr(model, "grid_focus", ()), lo),
                             )
                         else:  # no images (a table model): the model draws its own figure
                             model.save_validation_figure(out, batch, grid_path, grid_title)

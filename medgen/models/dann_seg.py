@@ -308,6 +308,9 @@ class DANNSeg(SlidingWindowInference, GenerativeModel):
             _, features = self.S.forward_features(crop[..., 0] if self.slice_mode else crop)  # slice mode: 2D S
             return self.C([features[i] for i in self.domain_layers]).float()
 
+    # validation grids cross at the largest labelled region (the lesion), else the predicted one
+    grid_focus = ("label", "prediction")
+
     def validation_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         x = batch["image"]
         domain = int(torch.as_tensor(batch["domain"]).flatten()[0])

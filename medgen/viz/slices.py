@@ -9,8 +9,10 @@ from medgen.viz._figure import PLANES, new_figure, plane, save_png, to_image, va
 
 
 def save_slice_grid(path, volumes: Mapping[str, object], value_range=None, title: str | None = None,
-                    cmap: str = "gray") -> Path:
-    """PNG grid of mid-slices: one column per named volume, rows axial / coronal / sagittal.
+                    cmap: str = "gray", centre: tuple[int, int, int] | None = None) -> Path:
+    """PNG grid of slices: one column per named volume, rows axial / coronal / sagittal, through
+    the mid-planes or, with ``centre`` (an (x, y, z) voxel, e.g. from :func:`grid_centre`), the
+    planes crossing there (a lesion is rarely on the mid-planes).
 
     Volumes are (X, Y, Z) arrays or tensors in RAS+ voxel order (as ``medgen.io.read`` gives), or
     carry leading batch/channel axes (the first item and channel are shown). 2D images (X, Y), or
@@ -33,7 +35,10 @@ def save_slice_grid(path, volumes: Mapping[str, object], value_range=None, title
             ax.set_xticks([])
             ax.set_yticks([])
             if array.ndim == 3 or row == 0:  # a 2D image among volumes fills only the first row
-                data, aspect = plane(array, spacing, "axial" if plane_name == "image" else plane_name)
+                index = None
+                if centre is not None and array.ndim == 3 and plane_name in PLANES:
+                    index = min(int(centre[2 - PLANES.index(plane_name)]), array.shape[2 - PLANES.index(plane_name)] - 1)
+                data, aspect = plane(array, spacing, "axial" if plane_name == "image" else plane_name, index)
                 ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect=aspect,
                           interpolation="nearest")
             else:
@@ -51,3 +56,22 @@ def save_slice_grid(path, volumes: Mapping[str, object], value_range=None, title
     if title:
         fig.suptitle(title, fontsize=11)
     return save_png(fig, path)
+
+
+def grid_centre(volumes: Mapping[str, object], keys, background: float) -> tuple[int, int, int] | None:
+    """The voxel a grid's planes should cross at: the centre of the largest region above
+    ``background`` in the first of ``keys`` that has one (a label map's lesion, else the
+    prediction's), as overlays choose theirs (:func:`medgen.viz.overlay.focus`); None when
+    none of them is a 3D volume with anything but background."""
+    import numpy as np
+
+    from medgen.viz.overlay import focus
+
+    for key in keys:
+        if key not in volumes:
+            continue
+        array, _ = to_image(volumes[key])
+        threshold = background + 1e-3 * max(1.0, abs(background))
+        if array.ndim == 3 and bool((array > threshold).any()):
+            return focus(np.asarray(array), threshold)
+    return None
