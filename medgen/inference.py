@@ -43,9 +43,14 @@ def planned_outputs(inputs: list[Path], output_dir: str | Path, task: str | None
     out_dir = Path(output_dir)
     plans = []
     for path in inputs:
-        name = output_name(path, task or None, direction)
-        plans.append((path, out_dir / name, out_dir / f"{name[: -len('.nii.gz')]}_dicom" if dicom else None))
+        target = out_dir / output_name(path, task or None, direction)
+        plans.append((path, target, dicom_folder(target) if dicom else None))
     return plans
+
+
+def dicom_folder(target: Path) -> Path:
+    """Where ``--dicom`` writes the series of the output file ``target``: ``<name>_<task>_dicom/``."""
+    return target.with_name(f"{target.name[: -len('.nii.gz')]}_dicom")
 
 
 def refuse_existing(targets, overwrite: bool) -> None:
@@ -226,23 +231,22 @@ def infer_to_folder(model, data, input_path: str | Path, output_dir: str | Path,
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output exists and is not a folder")
     own = {p.resolve() for p in inputs}
-    for name in names:
-        for target in (out_dir / name, out_dir / f"{name[: -len('.nii.gz')]}_dicom"):
+    for _, output, _ in plans:
+        for target in (output, dicom_folder(output)):
             if target.resolve() in own or any(q.is_relative_to(target.resolve()) for q in own):
                 raise InputError(target, "is an input of this run; choose another --output folder")
     refuse_existing([t for _, target, series in plans for t in (target, series)], overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     model.show_progress = progress  # a bar over one volume's windows: big scans take minutes on a CPU
-    for path, name in tqdm(list(zip(inputs, names)), desc="infer", disable=not progress or len(inputs) < 2):
+    for path, target, series in tqdm(plans, desc="infer", disable=not progress or len(inputs) < 2):
         volume = read(path)
         result = infer_path(model, data, volume)
-        written.append(write(out_dir / name, result, reference=volume))
-        if dicom_description is not None:
+        written.append(write(target, result, reference=volume))
+        if series is not None:
             from medgen.io.dicom_write import write_dicom_like
 
-            stem = name[: -len(".nii.gz")]
-            written.append(write_dicom_like(out_dir / f"{stem}_dicom", result, volume, path, dicom_description,
+            written.append(write_dicom_like(series, result, volume, path, dicom_description,
                                             modality=result.meta.get("medgen_modality"),
                                             labels=getattr(model, "output_kind", "image") == "label"))
     return written
