@@ -123,12 +123,18 @@ def second_scanner(img, rng):
     return out
 
 
-def write_chest(root: Path, n: int, seed: int, profile: str) -> list[str]:
-    """``n`` copies (alternating the two patients) under ``root/profile/sub-NNN``."""
+def read_chest() -> list:
+    """The two real CTs with their lesion masks, as SimpleITK images."""
     import SimpleITK as sitk
 
-    cts = [(sitk.ReadImage(str(CHEST / f"lung{k}_image.nrrd")), sitk.ReadImage(str(CHEST / f"lung{k}_label.nrrd")))
-           for k in (1, 2)]
+    return [(sitk.ReadImage(str(CHEST / f"lung{k}_image.nrrd")), sitk.ReadImage(str(CHEST / f"lung{k}_label.nrrd")))
+            for k in (1, 2)]
+
+
+def write_chest(root: Path, cts: list, n: int, seed: int, profile: str) -> list[str]:
+    """``n`` copies of ``cts`` (alternating the two patients) under ``root/profile/sub-NNN``."""
+    import SimpleITK as sitk
+
     rng = np.random.default_rng([seed, 0 if profile == "source" else 1])
     names = []
     for i in range(n):
@@ -262,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     if args.data == "chest":
-        source = write_chest(work / "subjects", args.source + args.heldout, args.seed, "source")
-        target = write_chest(work / "subjects", args.target + args.heldout, args.seed, "target")
+        cts = read_chest()
+        source = write_chest(work / "subjects", cts, args.source + args.heldout, args.seed, "source")
+        target = write_chest(work / "subjects", cts, args.target + args.heldout, args.seed, "target")
     else:
         source = write_domain(work / "subjects", args.source + args.heldout, args.size, args.seed, "source")
         target = write_domain(work / "subjects", args.target + args.heldout, args.size, args.seed, "target")
