@@ -28,6 +28,7 @@ import csv
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,9 @@ def pet_cgan(work: Path, minutes: float, quick: bool) -> dict:
     procs = {}
     for core, (name, run) in enumerate(runs.items()):  # medgen infer as the README says, on each held-out scan
         cwd = Path(run["cwd"])
+        # a rerun's folder holds the last run's estimates, which medgen infer refuses to replace without
+        # --overwrite: this run's own output folder is cleared first, so what is read back is this run's
+        shutil.rmtree(cwd / "infer", ignore_errors=True)
         script = " && ".join(
             f"{sys.executable} -m medgen.cli infer pet-cgan --run {run['run_id']} --input {heldout / s.name / 'low_dose.nii.gz'} "
             f"--output {cwd / 'infer' / s.name}" for s in test_s)
@@ -121,9 +125,7 @@ def pet_cgan(work: Path, minutes: float, quick: bool) -> dict:
         cwd = Path(run["cwd"])
         psnrs = []
         for s in test_s:
-            est = np.asarray(nib.load(cwd / "infer" / s.name / "low_dose_pet-cgan.nii.gz"
-                                      if (cwd / "infer" / s.name / "low_dose_pet-cgan.nii.gz").exists()
-                                      else cwd / "infer" / s.name / "low_dose.nii.gz").dataobj, dtype=np.float32)
+            est = np.asarray(nib.load(cwd / "infer" / s.name / "low_dose_pet-cgan.nii.gz").dataobj, dtype=np.float32)
             psnrs.append(bench.psnr(est, s.full, s))
         run["per_subject"] = dict(zip([s.name for s in test_s], psnrs))
         run["quality"] = mean_se(psnrs)
