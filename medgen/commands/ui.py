@@ -40,18 +40,36 @@ def server_environment(base: dict | None = None) -> dict:
     return env
 
 
+def experiment_lines(store: str, base: str) -> list[str]:
+    """A line per experiment of the store with the link to its training runs, and why: MLflow
+    3.17 opens any experiment clicked in its list on the GenAI overview (traces, latency)
+    unless "Model training" is chosen at the top left (see medgen.tracking.ui_links)."""
+    from medgen.tracking.ui_links import experiment_url, store_experiments
+
+    experiments = store_experiments(store)
+    if not experiments:
+        return []
+    width = max(len(name) for _, name, _ in experiments)
+    lines = [f"  {name:<{width}}  {runs:>3} run{'s' if runs != 1 else ' '}  {experiment_url(base, eid)}"
+             for eid, name, runs in experiments]
+    return lines + ['  (these links open the training runs; from the list, choose "Model training" at the top left '
+                    "once, or MLflow opens its GenAI overview; it remembers the choice)"]
+
+
 def run(args) -> int:
     import signal
     import time
 
     env = server_environment()
     cmd = command(args.port, args.uri)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[cmd.index('--backend-store-uri') + 1]}); Ctrl-C stops it",
-          file=sys.stderr)
+    store = cmd[cmd.index("--backend-store-uri") + 1]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {store}); Ctrl-C stops it", file=sys.stderr)
     # The server and its workers get a process group of their own, and whatever stops us --
     # Ctrl-C, `kill` (SIGTERM), a closed terminal (SIGHUP) -- stops that whole group: a server
     # left running, orphaned, would keep answering on the port.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    for line in experiment_lines(store, f"http://127.0.0.1:{args.port}"):  # while the server starts
+        print(line, file=sys.stderr)
     stopping: list[float] = []  # when a stop was asked for
 
     def stop_group(sig=signal.SIGTERM) -> None:
