@@ -13,7 +13,7 @@ import numpy as np
 
 from medgen.errors import InputError
 from medgen.io import nifti, sitk_formats
-from medgen.io.geometry import (MIN_VOXEL_MM, RawVolume, axcodes, canonical_voxel_sizes, from_canonical, to_canonical,
+from medgen.io.geometry import (MAX_VOXEL_MM, MIN_VOXEL_MM, RawVolume, axcodes, canonical_voxel_sizes, from_canonical, to_canonical,
                                 voxel_sizes)
 
 if TYPE_CHECKING:  # torch and MONAI load slowly; `medgen info` and `convert` never need them
@@ -41,17 +41,29 @@ def check_geometry(path, affine, source_format: str = "") -> None:
                 else " (a zero voxel size or collinear axes in the header)")
         raise InputError(path, f"no usable geometry: the voxel-to-world matrix is singular{hint}")
     sizes = np.linalg.norm(m, axis=0)
-    if (sizes < MIN_VOXEL_MM).any():
+    if (sizes < MIN_VOXEL_MM).any() or (sizes > MAX_VOXEL_MM).any():
         shown = " x ".join(f"{v:.3g}" for v in sizes)
         raise InputError(path, f"no usable geometry: voxel size {shown} mm (a side under {MIN_VOXEL_MM:g} mm "
-                               "is an unset header field, not a voxel)")
+                               f"is an unset header field, one over {MAX_VOXEL_MM:g} mm a corrupt one, not a voxel)")
+
+
+def check_input_path(path: Path) -> None:
+    """InputError unless ``path`` is a regular file or a folder. A pipe would block the reader for
+    ever and /dev/zero (behind a volume's name) never ends: neither is opened."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(path, "is a broken symbolic link (its target is missing, or it links back to itself)")
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(path, "not a regular file (a device, pipe or socket): medgen reads volume files and folders")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
 
 
 def _load(path, series: str | None = None) -> RawVolume:
     """The volume as stored, from whichever reader the path calls for."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file or folder")
+    check_input_path(path)
     from medgen.io import dicom  # pydicom import is slow-ish; only when needed
 
     # Values beyond float32 become inf in the readers' cast; the check below names the file and
@@ -78,6 +90,9 @@ def _load(path, series: str | None = None) -> RawVolume:
             raise InputError(path, "values overflow 32-bit floats (beyond ±3.4e38, e.g. data near 1e300 or a huge "
                                    "RescaleSlope): the stored values or their scaling are wrong")
         raise InputError(path, "volume holds no finite values (all NaN)")
+    if raw.rescaled and np.isinf(raw.data).any():  # stored values are finite: the scaling overflowed
+        raise InputError(path, "values overflow 32-bit floats after the file's rescale (RescaleSlope/Intercept, "
+                               "scl_slope/scl_inter): the scaling is wrong")
     return raw
 
 

@@ -15,6 +15,8 @@ import numpy as np
 
 # Smallest voxel side a header may state (mm): below it a "spacing" is an unset field, not a voxel.
 MIN_VOXEL_MM = 1e-4
+# Largest: 10 m. No scanner's voxel is larger; a 1e30 mm "voxel" is a corrupt sform, not a scan.
+MAX_VOXEL_MM = 1e4
 
 # ITK and DICOM use LPS world coordinates; NIfTI and MONAI use RAS. Flipping x and y maps one
 # onto the other: world_ras = LPS_TO_RAS @ world_lps (the matrix is its own inverse).

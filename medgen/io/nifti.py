@@ -30,9 +30,33 @@ def _quiet_nibabel():
     level = logger.level
     logger.setLevel(logging.ERROR + 1)
     try:
-        yield
+        # an Inf pixdim or quaternion makes numpy warn inside nibabel's affine ("invalid value
+        # encountered in dot"); check_geometry then refuses that affine in one line of its own
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            yield
     finally:
         logger.setLevel(level)
+
+
+# nibabel's names fail it for these codes ("data code 2048 not supported"): say what they hold
+_UNSUPPORTED = {2048: "complex values (complex256)", 1536: "128-bit floats (float128)", 1: "1-bit binary values"}
+
+
+def _load_failure(path: Path, e: Exception) -> InputError:
+    """The one-line reason nibabel could not load ``path``: a damaged gzip stream first (nibabel
+    reports it as "Cannot work out file type" or a zlib error), else the datatype or its note."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"  # else it is no gzip at all: the generic message fits
+    if path.name.lower().endswith(".gz") and gzipped and gzip_length(path) == 0:  # raises for a damaged stream
+        return InputError(path, "damaged gzip stream: it decompresses to 0 bytes (cut short after its header, or empty)")
+    import re
+
+    m = re.search(r"data code (-?\d+) not supported", str(e))
+    if m:
+        code = int(m.group(1))
+        what = _UNSUPPORTED.get(code, "a code the NIfTI standard does not define")
+        return InputError(path, f"unsupported NIfTI datatype {code}: {what}; save it as a real integer or float image")
+    return InputError(path, f"not a readable NIfTI/Analyze file ({short(e)})")
 
 
 def gzip_length(path: Path) -> int:
@@ -97,7 +121,7 @@ def read_nifti(path: Path) -> RawVolume:
         with _quiet_nibabel():
             img = nib.load(str(path))
     except Exception as e:  # nibabel raises many types for a corrupt header
-        raise InputError(path, f"not a readable NIfTI/Analyze file ({short(e)})") from None
+        raise _load_failure(path, e) from None
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -105,7 +129,8 @@ def read_nifti(path: Path) -> RawVolume:
         raise InputError(path, f"has shape {list(img.shape)}: a 4D/multi-channel image, expected one 3D volume")
     _check_header(path, img)
     try:
-        data = img.get_fdata(dtype=np.float32)
+        with _quiet_nibabel():
+            data = img.get_fdata(dtype=np.float32)
     except Exception as e:  # truncated gzip, short file, unsupported dtype
         raise InputError(path, f"image data is truncated or corrupt ({short(e)})") from None
     data = data.reshape(shape + (1,) * (3 - len(shape)))
@@ -124,9 +149,10 @@ def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
     try:
         with _quiet_nibabel():
             img = nib.load(str(path))
+            affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as e:
-        raise InputError(path, f"not a readable NIfTI/Analyze file ({short(e)})") from None
-    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64), _format(img)
+        raise _load_failure(path, e) from None
+    return tuple(int(s) for s in img.shape), affine, _format(img)
 
 
 def _format(img) -> str:
