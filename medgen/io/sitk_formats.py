@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from medgen.errors import InputError
 from medgen.io.errors_util import quiet_native_stderr, short
 from medgen.io.geometry import MIN_VOXEL_MM, RawVolume, affine_from_lps
+from medgen.io.nrrd_header import check_nrrd
 
 SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -101,6 +102,8 @@ def _check_metaimage(path: Path) -> None:
             raise InputError(path, f"no usable geometry: MetaImage {key} holds NaN or infinite values")
         if values is not None and key in ("ElementSpacing", "ElementSize") and min(abs(v) for v in values) < MIN_VOXEL_MM:
             raise InputError(path, f"no usable geometry: MetaImage {key} {fields[key]} has a zero or tiny voxel side")
+        if values is not None and key == "TransformMatrix" and abs(np.linalg.det(np.reshape(values, (ndims, ndims)))) < 1e-6:
+            raise InputError(path, f"no usable geometry: MetaImage TransformMatrix {fields[key]} is singular (zero or collinear axes)")
     itemsize = _MET_SIZES.get(fields.get("ElementType", ""))
     if itemsize is None:
         raise InputError(path, f"MetaImage ElementType {fields.get('ElementType', 'missing')!r} is not a known voxel type")
@@ -135,11 +138,18 @@ def _check_metaimage(path: Path) -> None:
         raise InputError(path, f"compressed image data decompresses to {total} bytes, DimSize {sizes} needs {expected}")
 
 
-def read_sitk(path: Path) -> RawVolume:
-    path = Path(path)
+def _check_header(path: Path) -> None:
+    """The checks ITK would not make, or would crash on, before it is handed the file."""
     _check_data_file(path)
     if path.suffix.lower() in (".mha", ".mhd"):
         _check_metaimage(path)
+    else:
+        check_nrrd(path)
+
+
+def read_sitk(path: Path) -> RawVolume:
+    path = Path(path)
+    _check_header(path)
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK warnings would add stderr lines
     try:
         with quiet_native_stderr():
@@ -185,9 +195,7 @@ def _affine(image) -> np.ndarray:
 def header_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
     """(size, voxel -> RAS mm affine of the first three axes, format) from the header alone."""
     path = Path(path)
-    if path.suffix.lower() in (".mha", ".mhd"):
-        _check_data_file(path)
-        _check_metaimage(path)
+    _check_header(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
