@@ -113,7 +113,9 @@ def list_series(folder) -> list[SeriesInfo]:
         except Exception:
             continue
         n_dicom += 1
-        if "Rows" not in ds or "Columns" not in ds:
+        # Objects without an image (RT plans, structure sets, reports) carry none of these; an
+        # image missing Rows stays in its series, for _check_image to name it, not silently dropped.
+        if not any(k in ds for k in ("Rows", "Columns", "NumberOfFrames", "ImagePositionPatient")):
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
         if uid not in series:
@@ -153,6 +155,8 @@ def dicom_folder_geometry(folder, series: str | None = None) -> tuple[tuple[int,
     chosen = _choose_series(folder, list_series(folder), series)
     if _multi_frame(chosen):
         return None
+    for h, p in zip(chosen.headers, chosen.files):
+        _check_image(h, p)
     affine = _geometry(folder, [_frame_from_header(h, None) for h in chosen.headers])[1]
     first = chosen.headers[0]
     return (int(first.Columns), int(first.Rows), len(chosen.headers)), affine
@@ -313,6 +317,19 @@ def _check_image(ds: Dataset, path: Path) -> None:
         raise InputError(path, "is a Siemens mosaic (several slices tiled in one image), not supported: convert it with dcm2niix first")
     if _header_int(ds, "SamplesPerPixel", path, default=1) != 1:
         raise InputError(path, f"is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}), not a greyscale volume")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(path, f"PhotometricInterpretation is {photometric}: a colour or palette image, not a greyscale volume")
+    if "PixelData" in ds:
+        allocated = _header_int(ds, "BitsAllocated", path, default=16)
+        if allocated not in _VALID_BITS:
+            raise InputError(path, f"BitsAllocated is {allocated}: not a pixel size DICOM stores (1, 8, 16, 32 or 64)")
+        stored = _header_int(ds, "BitsStored", path, default=allocated)
+        high = _optional_int(ds.get("HighBit"))  # 0 is a valid HighBit (1-bit images)
+        if stored > allocated or (high or 0) >= allocated:
+            raise InputError(path, f"BitsStored {stored} / HighBit {ds.get('HighBit')} do not fit BitsAllocated {allocated}: the header is wrong")
+    if str(ds.get("PixelRepresentation", 0)) not in ("0", "1"):
+        raise InputError(path, f"PixelRepresentation is {ds.get('PixelRepresentation')}: DICOM knows 0 (unsigned) and 1 (signed)")
 
 
 def _decode(ds: Dataset, path: Path) -> tuple[np.ndarray, bool]:
@@ -372,6 +389,7 @@ class _Frame:
     intercept: float
     load: Callable[[], tuple[np.ndarray, bool]]
     instance: int | None = None  # InstanceNumber: the order of slices without geometry
+    problems: tuple[str, ...] = ()  # tags present but unusable, refused by _geometry
 
 
 def _floats(value, n: int):
@@ -394,12 +412,36 @@ def _slice_spacing(ds) -> float | None:
 
 
 def _rescale(ds) -> tuple[float, float]:
-    try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    except (TypeError, ValueError):
-        return 1.0, 0.0
-    return slope, intercept
+    """(slope, intercept); absent or empty is (1, 0), malformed is NaN (refused by _problems)."""
+    def value(key, default):
+        v = ds.get(key)
+        if v is None or str(v).strip() == "":
+            return default
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return value("RescaleSlope", 1.0), value("RescaleIntercept", 0.0)
+
+
+def _problems(ds, slope: float, intercept: float) -> tuple[str, ...]:
+    """Geometry and scaling tags that are present but unusable: read as absent they would give
+    a volume at 1 mm, or unscaled, without a word."""
+    out = []
+    for key, n in (("PixelSpacing", 2), ("ImageOrientationPatient", 6), ("ImagePositionPatient", 3)):
+        if ds.get(key) not in (None, "", []) and _floats(ds.get(key), n) is None:
+            out.append(f"malformed DICOM {key} {_shown(ds.get(key))} (expected {n} finite numbers)")
+    if not np.isfinite([slope, intercept]).all():
+        out.append(f"malformed DICOM RescaleSlope/RescaleIntercept ({ds.get('RescaleSlope')!s} / {ds.get('RescaleIntercept')!s})")
+    elif slope == 0:
+        out.append("RescaleSlope is 0: every voxel would be the intercept; the header is wrong")
+    return tuple(out)
+
+
+def _shown(value) -> str:
+    text = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else str(value)
+    return repr(text[:60])
 
 
 def _frame_from_header(ds: Dataset, load) -> _Frame:
@@ -414,6 +456,7 @@ def _frame_from_header(ds: Dataset, load) -> _Frame:
         intercept=intercept,
         load=load,
         instance=_optional_int(ds.get("InstanceNumber")),
+        problems=_problems(ds, slope, intercept),
     )
 
 
@@ -503,9 +546,35 @@ def _stack(path: Path, frames: list[_Frame], rows: int, cols: int):
     return data, affine, np.dtype(disk_dtype), scaled
 
 
+def _check_frames(path: Path, frames: list[_Frame]) -> None:
+    """What the slices' headers must agree on before they are stacked into one volume."""
+    for f in frames:
+        if f.problems:
+            raise InputError(path, f.problems[0])
+    placed = sum(f.position is not None and f.orientation is not None for f in frames)
+    if 0 < placed < len(frames):
+        raise InputError(path, f"{len(frames) - placed} of {len(frames)} images lack a usable ImagePositionPatient or "
+                               "ImageOrientationPatient: their slice position is unknown, not one volume")
+    for f in frames:
+        if f.orientation is not None:
+            row, col = f.orientation[:3], f.orientation[3:]
+            if (abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01
+                    or abs(float(row @ col)) > 0.01):
+                raise InputError(path, f"no usable geometry: ImageOrientationPatient {' '.join(f'{v:g}' for v in f.orientation)} "
+                                       "is not two orthogonal unit vectors (zero, collinear or scaled)")
+        if f.pixel_spacing is not None and min(f.pixel_spacing) < 0:
+            raise InputError(path, f"no usable geometry: PixelSpacing {f.pixel_spacing[0]:g}\\{f.pixel_spacing[1]:g} is negative")
+    spacings = {f.pixel_spacing for f in frames}
+    if len(spacings) > 1 and not all(s is not None for s in spacings) or (
+            len(spacings) > 1 and np.ptp(np.array(list(spacings)), axis=0).max() > 1e-3 * max(max(s) for s in spacings)):
+        shown = sorted("\\".join(f"{v:g}" for v in s) if s else "missing" for s in spacings)
+        raise InputError(path, f"images have different pixel spacings ({', '.join(shown)}): not one volume")
+
+
 def _geometry(path: Path, frames: list[_Frame]) -> tuple[np.ndarray, np.ndarray]:
     """Slice order along the normal and the RAS affine of (X=cols, Y=rows, Z), from headers."""
     n = len(frames)
+    _check_frames(path, frames)
     geometric = all(f.position is not None and f.orientation is not None for f in frames)
     if geometric:
         iop = frames[0].orientation
