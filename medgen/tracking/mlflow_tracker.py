@@ -270,6 +270,12 @@ class MLflowTracker(Tracker):
         import torch
         from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
+        # MLflow modules that log_model imports lazily switch the stream back on as they load
+        # (mlflow.types.responses silences its own import and then calls enable_logging()):
+        # loaded first, so that the first run of a process stays as quiet as the later ones
+        with contextlib.suppress(ImportError):
+            import mlflow.types.responses  # noqa: F401
+
         # pickle is chosen on purpose (pt2 needs a signature); its warning would only alarm users
         pt_logger = logging.getLogger("mlflow.pytorch")
         level, stream_on = pt_logger.level, MLFLOW_LOGGING_STREAM.enabled
