@@ -111,7 +111,10 @@ def run(args) -> int:
     # A folder of volumes, not a DICOM folder (one with DICOM files of its own is read whole,
     # subfolders included, as one series or a choice of several).
     volumes = find_volumes(path) if path.is_dir() and args.series is None else []
-    if volumes and path not in volumes:
+    # A layout root with one DICOM series somewhere below it (PATIENT/STUDY/SERIES/*.dcm) is
+    # that series, as for `medgen convert`; several series below keep the one-line-per-volume table.
+    one_series_below = len(volumes) == 1 and volumes[0].is_dir()
+    if volumes and path not in volumes and not one_series_below:
         facts = describe_folder(path, volumes)
         print(json.dumps(facts) if args.json else format_folder(facts))
         return 0
