@@ -6,6 +6,20 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from medgen.errors import InputError
+
+
+def require_voxels(mask, path, what: str):
+    """``mask`` unchanged when it holds at least one voxel; else a one-line InputError naming
+    ``path`` (the mask's file). Why: a given mask (``data.mask_key``, e.g. brain_mask) is where a
+    scan is scored, calibrated and standardised; an empty one has no voxel to take any of that
+    from, and no fallback (the body foreground, the whole volume) would be what was asked for.
+    ``what`` says whose mask it is, e.g. ``"subject 'sub-001': 'brain_mask'"``."""
+    arr = mask.detach() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if not bool(arr.any()):
+        raise InputError(path, f"{what} is empty (no voxel inside it on the model grid)")
+    return mask
+
 
 # Otsu's class above the threshold holding less than this share of the voxels is a hot spot, not
 # the body (whole-body PET: the bladder holds ~0.1 % of the field of view, at 10-50x the tissue).
