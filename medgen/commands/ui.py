@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -56,10 +57,33 @@ def experiment_lines(store: str, base: str) -> list[str]:
                     "once, or MLflow opens its GenAI overview; it remembers the choice)"]
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port` already (a port in TIME_WAIT is free:
+    the server binds with SO_REUSEADDR, as this check does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(args) -> int:
     import signal
     import time
 
+    from medgen.errors import MedgenError
+
+    if port_in_use(args.port):  # else uvicorn's own traceback-style line, after the links, and exit 0
+        raise MedgenError(f"port {args.port} on 127.0.0.1 is in use (another medgen ui or MLflow server?); "
+                          f"choose another with --port, e.g. --port {free_port()}")
     env = server_environment()
     cmd = command(args.port, args.uri)
     store = cmd[cmd.index("--backend-store-uri") + 1]
@@ -90,7 +114,9 @@ def run(args) -> int:
                 if stopping:
                     print("MLflow UI stopped", file=sys.stderr)
                     return 0
-                return code
+                # the server ended by itself: an error of its own (its lines are above)
+                print(f"MLflow UI: the server exited by itself (code {code})", file=sys.stderr)
+                return code or 1
             except subprocess.TimeoutExpired:
                 if stopping and time.monotonic() - stopping[0] > 30:
                     stop_group(signal.SIGKILL)  # a server that ignores SIGTERM

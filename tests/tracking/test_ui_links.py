@@ -79,7 +79,9 @@ def test_medgen_ui_prints_the_links_at_start(tmp_path, monkeypatch, capsys):
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", Server)
-    assert ui.run(types.SimpleNamespace(port=5123, uri=uri)) == 0
+    port = ui.free_port()
+    assert ui.run(types.SimpleNamespace(port=port, uri=uri)) == 1  # the server ended by itself
     err = capsys.readouterr().err
-    assert "MLflow UI on http://127.0.0.1:5123" in err
-    assert f"http://127.0.0.1:5123/#/experiments/{eid}/runs?workflowType=machine_learning" in err
+    assert f"MLflow UI on http://127.0.0.1:{port}" in err
+    assert "exited by itself" in err
+    assert f"http://127.0.0.1:{port}/#/experiments/{eid}/runs?workflowType=machine_learning" in err
