@@ -238,6 +238,7 @@ def read_dicom_file(path) -> RawVolume:
         kind = ds.SOPClassUID.name if "SOPClassUID" in ds else "unknown object"
         raise InputError(path, f"DICOM file has no pixel data ({kind}): not an image")
     _check_image(ds, path)
+    _check_pixel_length(ds, path)  # before frames are listed and the volume allocated (10^5 frames: 1.6 GB)
     rows, cols, n_frames = image_size(ds, path)
     pixels = _cached_pixels(ds, path, n_frames, rows, cols)
     if "PerFrameFunctionalGroupsSequence" in ds:

@@ -6,6 +6,8 @@ import contextlib
 import os
 import sys
 
+from medgen.errors import printable
+
 
 def short(exc: BaseException, limit: int = 160) -> str:
     """First meaningful line of an exception's text (ITK and zlib messages span many lines)."""
@@ -17,7 +19,8 @@ def short(exc: BaseException, limit: int = 160) -> str:
             break
     else:
         text = lines[0] if lines else type(exc).__name__
-    text = " ".join(text.split())
+    # library messages quote the file's name: its newlines or terminal escapes must not reach the terminal
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
