@@ -21,3 +21,18 @@ def _isolated_cwd(tmp_path, monkeypatch):
     """Each test runs in its own folder so mlflow.db / checkpoints never land in the repo."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--hostile-full", action="store_true", default=False,
+                     help="run the whole generated corpus of hostile inputs (tests/io/hostile), not its sample")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The whole corpus takes minutes; CI runs its fixed sample (the tests without this marker).
+    if config.getoption("--hostile-full"):
+        return
+    skip = pytest.mark.skip(reason="the whole hostile-input corpus runs with --hostile-full")
+    for item in items:
+        if "hostile_full" in item.keywords:
+            item.add_marker(skip)
