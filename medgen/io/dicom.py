@@ -441,7 +441,9 @@ def _problems(ds, slope: float, intercept: float) -> tuple[str, ...]:
 
 
 def _shown(value) -> str:
-    text = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else str(value)
+    """A tag's value as DICOM writes it (``a\\b\\c``), quoted and cut to 60 characters."""
+    many = hasattr(value, "__iter__") and not isinstance(value, (str, bytes))
+    text = "\\".join(str(v) for v in value) if many else str(value)
     return repr(text[:60])
 
 
@@ -566,8 +568,9 @@ def _check_frames(path: Path, frames: list[_Frame]) -> None:
         if f.pixel_spacing is not None and min(f.pixel_spacing) < 0:
             raise InputError(path, f"no usable geometry: PixelSpacing {f.pixel_spacing[0]:g}\\{f.pixel_spacing[1]:g} is negative")
     spacings = {f.pixel_spacing for f in frames}
-    if len(spacings) > 1 and not all(s is not None for s in spacings) or (
-            len(spacings) > 1 and np.ptp(np.array(list(spacings)), axis=0).max() > 1e-3 * max(max(s) for s in spacings)):
+    mixed = len(spacings) > 1 and (None in spacings  # some slices say, others do not
+                                   or np.ptp(np.array(list(spacings)), axis=0).max() > 1e-3 * max(map(max, spacings)))
+    if mixed:
         shown = sorted("\\".join(f"{v:g}" for v in s) if s else "missing" for s in spacings)
         raise InputError(path, f"images have different pixel spacings ({', '.join(shown)}): not one volume")
 
