@@ -78,7 +78,7 @@ def test_train_then_score_with_maps_dicom_and_a_bad_scan(trained, tmp_path):
 
     rows = _rows(out)
     assert [r["path"] for r in rows] == [str(normal), str(bad), str(lesion), str(dicom)]
-    assert list(rows[0]) == ["path", "score", "flagged", "map", "overlay", "seconds", "error"]
+    assert list(rows[0]) == ["path", "score", "flagged", "map", "overlay", "seconds", "error", "warning"]
     # maps named after each scan's path below the folder all four share (the README's rule)
     import os
 

@@ -2,7 +2,8 @@
 [--polarity both|bright|dark]`.
 
 Scores new scans with a trained ``anogan`` model. One CSV row per scan:
-``path,score,flagged,seconds,error``. ``flagged`` is ``true`` when the score is above the
+``path,score,flagged,map,overlay,seconds,error,warning`` (``warning``: the scan is unlike the
+training scans, e.g. a CT scored by a model of MR, and its score does not compare). ``flagged`` is ``true`` when the score is above the
 threshold calibrated on held-out normal scans (stored in the checkpoint; ``--threshold``
 overrides it). With ``--maps DIR``: ``DIR/<name>_anomaly.nii.gz`` (voxel anomaly map in the
 scan's own geometry) and ``DIR/<name>_overlay.png``. Inputs: NIfTI, NRRD, MHA/MHD, DICOM files

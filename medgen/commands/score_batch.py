@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -12,7 +13,9 @@ from typing import Any, Callable, Sequence
 from medgen.data.layouts import entry_name, find_volume
 from medgen.errors import InputError, MedgenError
 
-CSV_COLUMNS = ("path", "score", "flagged", "map", "overlay", "seconds", "error")
+# warning: a scan scored but unlike the training scans (a CT by a model of MR, another scale):
+# its score does not compare; last, so that readers of the earlier columns by position still work
+CSV_COLUMNS = ("path", "score", "flagged", "map", "overlay", "seconds", "error", "warning")
 
 
 def output_names(paths: Sequence) -> list[str]:
@@ -58,14 +61,19 @@ def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mas
 
     row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
     row["path"] = str(path)
+    notes: list[str] = []  # the scan's warnings, for its row as well as the terminal
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if warn is not None:
+            warn(f"{path}: {text}")
     outputs = () if maps_dir is None else (Path(maps_dir) / f"{name}_anomaly.nii.gz", Path(maps_dir) / f"{name}_overlay.png")
     try:
         volume = io.read(path)
         mask = None
         if mask_name:
             mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5
-        score, amap = score_volume(model, data, volume, mode, mask=mask, polarity=polarity,
-                                   warn=None if warn is None else (lambda note: warn(f"{path}: {note}")))
+        score, amap = score_volume(model, data, volume, mode, mask=mask, polarity=polarity, warn=note)
         flagged = flag(score, threshold)
         row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
         if outputs:
@@ -80,6 +88,8 @@ def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mas
             leftover.unlink(missing_ok=True)
         row.update(score="", flagged="", map="", overlay="")
         row["error"] = str(e) if isinstance(e, MedgenError) else f"{path}: could not be scored ({short(e)})"
+        return row
+    row["warning"] = "; ".join(notes)
     return row
 
 
@@ -116,6 +126,12 @@ def score_paths(
     if threshold is None:
         threshold = model.thresholds.get(threshold_key(mode, polarity or getattr(model, "polarity", "both")))
     names = output_names(paths)
+    if warn is not None and progress:  # a warning line of its own, not glued to the bar's line
+        said = warn
+
+        def warn(line: str) -> None:
+            with tqdm.external_write_mode(file=sys.stderr):
+                said(line)
     if maps_dir is not None:
         Path(maps_dir).mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
