@@ -11,7 +11,7 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
-from hostile import CLEAN, corpus, judge, sample
+from hostile import CLEAN, PINNED, corpus, judge, sample
 from pydicom.data import get_testdata_file
 
 from medgen.cli import main
@@ -56,6 +56,7 @@ def test_the_sample_covers_every_class_and_the_corpus_is_whole():
     assert {c.klass for c in SAMPLE} == {c.klass for c in CASES}
     assert 40 <= len(SAMPLE) <= 60 and len(CASES) >= 450
     assert {c.expect for c in SAMPLE} == {"refuse", "read"}
+    assert set(PINNED) <= {c.id for c in SAMPLE}  # a renamed case must not drop out of CI unseen
 
 
 def _nifti(path):

@@ -1,4 +1,4 @@
-"""A generated corpus of hostile inputs (issue 19): ~450 malformed or odd files and folders, built
+"""A generated corpus of hostile inputs (issue 19): ~600 malformed or odd files and folders, built
 combinatorially from parameters, each declaring its input class and what medgen must do with it.
 
 ``refuse``: `medgen info` and `medgen convert` exit 2 with exactly one line on stderr that names
@@ -49,15 +49,24 @@ def corpus() -> list[Case]:
     return cases
 
 
+# One case for each finding of the issue that a stratified pick could miss: always in the sample.
+PINNED = ("fifo", "dev-zero.mha", "name-newline-garbage", "series-patient-study-series", "series-two-series",
+          "gz-float32-crc0", "nrrd-gzip-over-raw", "sform-1e30", "slope-1e38-gz", "dcm-frames-1e9",
+          "dcm-rows-doubled", "mha-ndims-99", "datatype-32-gz", "values-float64-1e300-nii")
+
+
 def sample(cases: list[Case], size: int = 50) -> list[Case]:
-    """A fixed stratified sample: every class, then evenly spaced cases of each class in
-    proportion to its size (at least two where it has them), about ``size`` in all."""
+    """A fixed stratified sample of about ``size``: the PINNED cases, then evenly spaced cases of
+    each class in proportion to its size (at least two where it has them)."""
+    pinned = [c for c in cases if c.id in PINNED]
+    rest = size - len(pinned)
     by_class: dict[str, list[Case]] = {}
     for c in cases:
-        by_class.setdefault(c.klass, []).append(c)
-    out = []
+        if c not in pinned:
+            by_class.setdefault(c.klass, []).append(c)
+    out = list(pinned)
     for klass, members in sorted(by_class.items()):
-        k = min(len(members), max(2, round(size * len(members) / len(cases))))
+        k = min(len(members), max(2, round(rest * len(members) / len(cases))))
         step = len(members) / k
         out += [members[int(i * step)] for i in range(k)]
     return out
