@@ -7,7 +7,8 @@ overview (traces, latency, tokens). A link that carries ``workflowType=machine_l
 opens the runs table whatever the browser remembers; the tag is still set (older 3.x UIs and
 the experiment list read it). Checked in a headless browser by tests/tracking/test_ui_browser.py.
 
-Kept free of torch and mlflow: ``medgen ui`` lists the links while its server starts.
+The store is read with sqlite3, read-only (no MLflow client, nothing created or migrated):
+``medgen ui`` lists the links while its server starts.
 """
 
 from __future__ import annotations
