@@ -40,7 +40,7 @@ class TrainerConfig:
 
     max_epochs: int = 100
     steps_per_epoch: int | None = None  # cap on batches per epoch; None = one pass over the data
-    max_minutes: float | None = None  # wall-clock budget; training stops cleanly after the epoch that exceeds it
+    max_minutes: float | None = None  # wall-clock budget of the run, final validation included (it is estimated at the first)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = True  # mixed precision, used on CUDA only (it is far slower on CPU)
     seed: int = 0

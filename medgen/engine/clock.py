@@ -5,6 +5,11 @@ A run's budget is ``trainer.max_epochs`` or ``trainer.max_minutes``, whichever r
 them, with the epochs done, into ``progress`` in [0, 1], which models read for schedules that
 must finish within the run (phases, ramps, Ganin's λ_p) and LR policies read by the clock.
 
+The final validation (whole volumes, FID, flip ensembles) runs after the last epoch, and can cost
+more than many epochs. So a time-budgeted run estimates it at its first validation
+(:meth:`reserve`) and stops training that much earlier: ``trainer.max_minutes`` is the run's
+length, final validation included, and schedules end with the training that fits before it.
+
 Under torchrun every replica must agree on learning rates and phases, so the minutes that count
 are rank 0's as last broadcast (:meth:`read`); between reads nothing looks at a clock, so a
 step's progress is the same on every rank.
@@ -25,6 +30,24 @@ class TrainingClock:
         self.read_minutes = 0.0  # minutes as rank 0 last read them
         self._epoch_start: float | None = None  # progress when the current epoch started
         self._epoch_share = 0.0  # the share of the budget one epoch takes
+        self.reserved_minutes = 0.0  # kept for the final validation (see reserve())
+
+    # at most this share of the budget is kept for the final validation: past it, the run
+    # overruns max_minutes rather than train for less than half of it
+    MAX_RESERVED_SHARE = 0.5
+
+    def reserve(self, minutes: float) -> float:
+        """Keep `minutes` (rank 0's estimate, for every rank) of ``max_minutes`` for the final
+        validation, at most :attr:`MAX_RESERVED_SHARE` of it; returns the minutes kept."""
+        if not self.max_minutes:
+            return 0.0
+        wanted = max(0.0, float(self._broadcast(minutes)))
+        self.reserved_minutes = min(wanted, self.MAX_RESERVED_SHARE * self.max_minutes)
+        return self.reserved_minutes
+
+    def training_minutes(self) -> float | None:
+        """The minutes training may run: ``max_minutes`` less what the final validation needs."""
+        return None if self.max_minutes is None else self.max_minutes - self.reserved_minutes
 
     def restart(self) -> None:
         """This session's loop starts now."""
@@ -40,17 +63,17 @@ class TrainingClock:
         return self.read_minutes
 
     def spent(self) -> float:
-        """Share of ``max_minutes`` spent at the last read (LR policies by the clock)."""
-        return self.read_minutes / self.max_minutes
+        """Share of the training minutes spent at the last read (LR policies by the clock)."""
+        return self.read_minutes / self.training_minutes()
 
     def out_of_time(self) -> bool:
-        return self.max_minutes is not None and self.read_minutes > self.max_minutes
+        return self.max_minutes is not None and self.read_minutes > self.training_minutes()
 
     def progress(self, epochs_done: int) -> float:
         """Epochs, or minutes under ``max_minutes``, whichever is further along (at most 1)."""
         p = epochs_done / self.max_epochs
         if self.max_minutes:
-            p = max(p, self.read_minutes / self.max_minutes)
+            p = max(p, self.read_minutes / self.training_minutes())
         return min(1.0, p)
 
     def start_epoch(self, epoch: int) -> float:

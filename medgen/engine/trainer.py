@@ -134,6 +134,7 @@ class Trainer:
         self._logged_at = 0.0
         self._bad_step: str | None = None
         self._warned_best = False
+        self._final_estimated = False  # this session has estimated its final validation (time budgets)
 
     # --- set-up ---------------------------------------------------------------------------
     def _default_tracker(self) -> Tracker:
@@ -404,19 +405,15 @@ class Trainer:
         self.tracker.log_params(scrub_params(params, self.config.tracking.log_paths))
 
     def _loop(self) -> None:
-        from tqdm.auto import tqdm
+        from medgen.engine.progress import RunBar
 
         cfg = self.cfg
         self.clock.restart()
         steps_per_epoch = self._steps_per_epoch()
         schedule = OverheadSchedule(self.timer, cfg.val_every, cfg.overhead_share, cfg.checkpoint_every,
                                     cfg.checkpoint_minutes)
-        bar = tqdm(
-            total=(self.max_epochs - self.epoch) * steps_per_epoch,
-            disable=not (cfg.progress and self.dist.is_main),
-            desc=self.config.task,
-            dynamic_ncols=True,
-        )
+        bar = RunBar(self.clock, (self.max_epochs - self.epoch) * steps_per_epoch, self.config.task,
+                     disable=not (cfg.progress and self.dist.is_main))
         try:
             while self.epoch < self.max_epochs:
                 epoch = self.epoch
@@ -424,7 +421,9 @@ class Trainer:
                 self.clock.read()
                 self.model.progress = self.clock.start_epoch(epoch)
                 self.model.on_epoch_start(epoch)
-                bar.set_description(f"{self.config.task} epoch {epoch + 1}/{self.max_epochs}")
+                # under a time budget max_epochs is a distant cap, not what the run will reach
+                of = "" if cfg.max_minutes else f"/{self.max_epochs}"
+                bar.describe(f"{self.config.task} epoch {epoch + 1}{of}")
                 lrs = {f"lr/{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}  # used this epoch
                 losses = self._train_epoch(epoch, steps_per_epoch, bar)
                 with warnings.catch_warnings():
@@ -446,10 +445,19 @@ class Trainer:
                     (schedule.validate_now(self.epoch, final), schedule.checkpoint_now(self.epoch, final)))
                 improved = False
                 if validate:
-                    started = self.timer.total()
+                    # a time budget's first validation also measures what the final one will cost
+                    estimate = bool(cfg.max_minutes) and not final and not self._final_estimated
+                    if final:
+                        bar.describe(f"{self.config.task} {self._final_label()}")
+                    started, fid_before, timings = self.timer.total(), self.timer.spent("fid"), {}
                     with self.timer.phase("validation"):
-                        val = self._validate(final)
-                    schedule.validated(self.timer.total() - started)
+                        val = self._validate(final, prime_fid=estimate, timings=timings)
+                    cost, fid_cost = self.timer.total() - started, self.timer.spent("fid") - fid_before
+                    schedule.validated(cost, final_work=fid_cost if estimate and not cfg.fid_during_training else 0.0)
+                    if estimate:
+                        network = timings.get("network", 0.0)
+                        self._reserve_final_validation(network, cost - fid_cost - network, fid_cost)
+                    bar.advance()
                     metrics.update(val)
                     self.last_metrics = dict(val)
                     improved = self._update_best(val)
@@ -507,6 +515,12 @@ class Trainer:
         with phase("data"):
             batches = iter(self._train_loader(epoch))
         for i in range(steps):
+            # a time budget ends mid-epoch (an epoch can be long; the final validation's share of
+            # the budget is waiting); rank 0's clock decides, and an epoch makes at least one step
+            if self.cfg.max_minutes is not None and i > 0:
+                self.clock.read()
+                if self.clock.out_of_time():
+                    break
             with phase("data"):  # waiting for the next batch (patch sampling, transfer)
                 batch = next(batches, None)
                 if batch is None:
@@ -528,9 +542,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
             self.global_step += 1
-            bar.update(1)
-            if losses:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:6]}, refresh=False)
+            bar.step(self.global_step, losses)
         return self.dist.reduce_means(sums, counts)
 
     def _raise_non_finite(self, bad: list[str], losses: dict[str, float], epoch: int) -> None:
@@ -543,14 +555,18 @@ class Trainer:
             msg = f"non-finite loss on another process at step {self.global_step} (epoch {epoch + 1})"
         raise TrainingError(msg + "; the run is marked FAILED (try a lower learning rate or optim.grad_clip)")
 
-    def _validate(self, final: bool) -> dict[str, float]:
+    def _validate(self, final: bool, prime_fid: bool = False, timings: dict | None = None) -> dict[str, float]:
         """Whole-volume metrics of the validation split; FID only at the final validation unless
-        ``trainer.fid_during_training`` (the fake side's features cost most of a validation)."""
+        ``trainer.fid_during_training`` (the fake side's features cost most of a validation).
+        prime_fid: also feed FID's real side (cached for the final FID; what it costs is what the
+        final's fake side will), for :meth:`_reserve_final_validation`; timings: see
+        :func:`~medgen.engine.validation.evaluate_volumes`."""
         loader = self._val_loader()
         if loader is None:
             return {}
         grid = None
         tmpdir = None
+        fids = self._fids() if (final or self.cfg.fid_during_training or prime_fid) else {}
         if self.cfg.val_images and self.dist.is_main:
             tmpdir = tempfile.mkdtemp(prefix="medgen-val-")
             grid = Path(tmpdir) / f"epoch_{self.epoch:03d}.png"
@@ -561,14 +577,16 @@ class Trainer:
                 loader,
                 device=self.device,
                 autocast=self._autocast,
-                fids=self._fids() if (final or self.cfg.fid_during_training) else {},
+                fids=fids,
+                fid_real_only=prime_fid and not (final or self.cfg.fid_during_training),
                 dist=self.dist,
                 grid_path=grid,
                 grid_title=f"{self.config.task} epoch {self.epoch}",
                 progress=bool(self.cfg.progress and self.dist.is_main),
-                desc=f"validate epoch {self.epoch}",
+                desc=self._final_label() if final else f"validate epoch {self.epoch}",
                 phase=self.timer.phase,
                 constant_cache=self._constant_cache,
+                timings=timings,
             )
             if grid is not None and grid.is_file():
                 with self.timer.phase("logging"):
@@ -580,6 +598,31 @@ class Trainer:
 
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return {f"val/{k}": v for k, v in metrics.items()}
+
+    def _final_label(self) -> str:
+        return "final validation (FID)" if self._fids() else "final validation"
+
+    def _reserve_final_validation(self, network_seconds: float, other_seconds: float, fid_seconds: float) -> None:
+        """Stop training early enough for the final validation to end within max_minutes.
+
+        It costs this validation's network seconds times the passes a periodic one skips (flip
+        ensembles), its other seconds (loading, metrics, the grid), and the fake side of FID: as
+        much as the real side cost here (primed, or half of a full FID when
+        ``fid_during_training``; the real side is cached by then)."""
+        fake_fid = fid_seconds / 2 if self.cfg.fid_during_training else fid_seconds
+        passes = max(1, int(self.model.final_validation_passes()))
+        seconds = network_seconds * passes + max(0.0, other_seconds) + fake_fid
+        kept = self.clock.reserve(seconds / 60)
+        self._final_estimated = True
+        if not self.dist.is_main:
+            return
+        budget = float(self.cfg.max_minutes)
+        line = (f"final validation{' with FID' if self._fids() else ''} estimated at {seconds:.0f} s: training stops "
+                f"at {budget - kept:.1f} of the {budget:g} min budget")
+        if seconds - 60 * kept > 6:  # more than a tenth of a minute
+            line += (f"; the run will overrun it by about {(seconds - 60 * kept) / 60:.1f} min (a longer "
+                     "trainer.max_minutes, a lower trainer.fid_slices or model.flip_ensemble=false shorten it)")
+        self.report(line)
 
     def _fids(self) -> dict:
         """The FID accumulators for the whole run (each caches the real volumes' features across

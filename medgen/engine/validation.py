@@ -23,6 +23,7 @@ not a mean over volumes).
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,6 +109,8 @@ def evaluate_volumes(
     desc: str = "validate",
     phase: Callable[[str], contextlib.AbstractContextManager] | None = None,
     constant_cache: dict | None = None,
+    fid_real_only: bool = False,
+    timings: dict | None = None,
 ) -> dict[str, float]:
     """Mean metrics over the volumes of `loader` (batch size 1), reduced across ranks.
 
@@ -121,6 +124,9 @@ def evaluate_volumes(
     constant_cache: a dict kept across calls on the same loader: the metrics of
     ``model.constant_pairs`` (inputs that no weight changes, e.g. the low-dose PET) are computed
     once per volume and then reused.
+    fid_real_only: feed only the real side of each FID (no value comes out): fills the real-feature
+    cache a later validation's FID uses, and what it costs is what that FID's fake side will.
+    timings: a dict that gets ``"network"``, the seconds spent in ``model.validation_step``.
     """
     from tqdm.auto import tqdm
 
@@ -146,8 +152,13 @@ def evaluate_volumes(
         with torch.no_grad():
             for index, batch in enumerate(tqdm(loader, desc=desc, leave=False, disable=not progress)):
                 batch = to_device(batch, device)
+                started = time.perf_counter()
                 with autocast():
                     out = model.validation_step(batch)
+                if timings is not None:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    timings["network"] = timings.get("network", 0.0) + time.perf_counter() - started
                 images = {k: v.float() for k, v in _images(out).items()}
                 registered = bool(out.get("registered", True))
                 metrics: dict[str, float] = {}
@@ -174,6 +185,8 @@ def evaluate_volumes(
                         pred_key, ref_key = model.metric_pairs.get(prefix, (None, None))
                         both = registered and pred_key in images and ref_key in images
                         parts = [(images[pred_key], images[ref_key])] if both else []
+                    if fid_real_only:
+                        parts = [(None, real) for _, real in parts if real is not None]
                     for fake, real in parts:
                         if fake is None and real is None:
                             continue

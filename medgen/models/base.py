@@ -91,6 +91,11 @@ class GenerativeModel(nn.Module):
         two-domain model's ``direction``); none by default."""
         return {}
 
+    def final_validation_passes(self) -> int:
+        """How many times the network work of a periodic validation the final one costs, for
+        the engine's estimate of it (a flip ensemble skipped between epochs: its flips)."""
+        return 1
+
     def may_be_best(self) -> bool:
         """Whether the weights as they are now may become ``best.pt`` (checked at validation).
 

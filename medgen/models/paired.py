@@ -38,6 +38,10 @@ class SlidingWindowInference:
     def window_divisor(self) -> int:
         return 1
 
+    def final_validation_passes(self) -> int:
+        """The flip ensemble, which periodic validation skips, runs every flip."""
+        return 2 ** self.spatial_dims if self.flip_ensemble else 1
+
     @property
     def slice_mode(self) -> bool:
         """A 2D network on the slices of 3D volumes (:mod:`medgen.models.slices`)."""

@@ -139,3 +139,76 @@ def test_epoch_metrics_are_batched_between_validations():
     assert sorted(per_epoch) == [1, 2, 3, 4] and sorted(logged) == [2, 4]  # written with each validation
     assert logged[2] == pytest.approx((per_epoch[1] + per_epoch[2]) / 2)  # the epochs' mean (same seed)
     assert logged[4] == pytest.approx((per_epoch[3] + per_epoch[4]) / 2)
+
+
+# --- a time budget is the run's length, final validation included ------------------------------
+def test_the_clock_keeps_the_final_validations_minutes_out_of_training():
+    from medgen.engine.clock import TrainingClock
+
+    clock = TrainingClock(max_epochs=1000, max_minutes=10.0)
+    assert clock.reserve(3.0) == 3.0 and clock.training_minutes() == 7.0
+    clock.read_minutes = 6.9
+    assert not clock.out_of_time() and clock.progress(1) == pytest.approx(6.9 / 7.0)
+    clock.read_minutes = 7.1
+    assert clock.out_of_time() and clock.progress(1) == 1.0
+    assert clock.reserve(8.0) == 5.0  # at most half the budget: past it the run overruns instead
+    assert TrainingClock(max_epochs=3, max_minutes=None).reserve(2.0) == 0.0  # epochs: nothing to keep
+
+
+def test_the_bar_of_a_time_budget_counts_its_seconds():
+    from medgen.engine.clock import TrainingClock
+    from medgen.engine.progress import RunBar
+
+    clock = TrainingClock(max_epochs=100000, max_minutes=1.5)
+    bar = RunBar(clock, steps=10**9, desc="toy", disable=True)
+    assert bar.by_time and bar.total == 90  # seconds, not max_epochs x steps
+    clock.minutes_before = 0.5  # a resumed run's earlier minutes
+    bar.step(7, {"loss": 0.25})
+    assert 30 <= bar.position < 31
+    clock.minutes_before = 5.0
+    bar.advance()
+    assert bar.position == 90  # never past the budget
+    steps = RunBar(TrainingClock(max_epochs=4, max_minutes=None), steps=12, desc="toy", disable=True)
+    steps.step(1, {})
+    assert not steps.by_time and steps.total == 12 and steps.position == 1
+
+
+def _slow_steps(monkeypatch, seconds):
+    original = ToyModel.training_step
+    monkeypatch.setattr(ToyModel, "training_step", lambda self, batch, step: time.sleep(seconds) or original(self, batch, step))
+
+
+def test_a_time_budget_stops_training_mid_epoch(monkeypatch):
+    """An epoch of 200 slow steps (4 s) under a 1.2 s budget: training stops inside it, and the
+    final validation still runs."""
+    _slow_steps(monkeypatch, 0.02)
+    config = toy_config(data={"n_train": 400}, trainer={"max_epochs": 50, "max_minutes": 0.02, "val_every": None,
+                                                         "checkpoint_every": None, "val_images": False})
+    trainer = Trainer(config, ToyModel(), ToyData(n_train=400))
+    run_id = trainer.fit()
+    assert trainer.epoch == 1 and 1 <= trainer.global_step < 200
+    logged = MlflowClient(resolve_tracking_uri()).get_metric_history(run_id, "val/psnr")
+    assert [m.step for m in logged] == [1]
+
+
+def test_the_first_validation_of_a_time_budget_primes_fid_and_reserves_the_final(monkeypatch):
+    """Under max_minutes the first validation feeds FID's real side (cached for the final FID,
+    its cost standing for the final's fake side) and keeps the estimate out of training."""
+    from medgen.metrics.fid import FID
+
+    _slow_steps(monkeypatch, 0.02)
+    calls = []
+    features = FID._features
+    monkeypatch.setattr(FID, "_features", lambda self, images, vr: calls.append(trainer.epoch) or features(self, images, vr))
+    lines = []
+    config = toy_config(trainer={"max_epochs": 1000, "max_minutes": 0.2, "fid_slices": 1, "val_every": None,
+                                 "checkpoint_every": None, "val_images": False})
+    trainer = Trainer(config, ToyModel(), ToyData(n_train=40), report=lines.append)
+    run_id = trainer.fit()
+    n_val = 2
+    assert calls[:n_val] == [1] * n_val  # the real side, after epoch 1
+    assert len(calls) == 2 * n_val and calls[n_val:] == [trainer.epoch] * n_val and trainer.epoch > 1  # the fake side
+    fid = MlflowClient(resolve_tracking_uri()).get_metric_history(run_id, "val/fid")
+    assert [m.step for m in fid] == [trainer.epoch]  # one FID, of the final weights
+    assert 0 < trainer.clock.reserved_minutes <= 0.1
+    assert any("final validation with FID estimated at" in line and "of the 0.2 min budget" in line for line in lines)
