@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from medgen.data.layouts import discover_volumes
 from medgen.data.volume_module import VolumeDataModule
 from medgen.errors import ConfigError, InputError
+from medgen.transforms.masks import require_voxels
 from medgen.transforms.patches import RandomPatches, augmentation
 from medgen.transforms.spatial import position_maps
 
@@ -119,10 +120,8 @@ class Volumes(VolumeDataModule):
         if not self.mask_key:
             return v["fg"] > 0.5
         region = self._load_mask(item, self.mask_key, v["raw"], v["pads"])
-        if self.standardize != "none" and not bool(region.any()):  # no landmarks to take
-            raise InputError(item[self.mask_key], f"subject '{item['subject']}': '{self.mask_key}' is empty "
-                                                  "(no voxel inside it on the model grid)")
-        return region
+        # nothing to score, calibrate or standardise in: refused whatever data.standardize is
+        return require_voxels(region, item[self.mask_key], f"subject '{item['subject']}': '{self.mask_key}'")
 
     def _standardised(self, image: torch.Tensor, region: torch.Tensor, params: dict) -> tuple[torch.Tensor, dict]:
         """A model-space image and its params with the histogram standardisation added (when on)."""

@@ -38,8 +38,6 @@ def _subjects(root, empty_subject):
         nib.save(nib.Nifti1Image(mask, np.eye(4)), str(root / s / "brain_mask.nii.gz"))
 
 
-@pytest.mark.xfail(strict=True, reason="needs medgen/data/volumes.py Volumes._region to call require_voxels "
-                                       "whatever data.standardize is (issue 19); today only nyul refuses")
 def test_volumes_without_standardisation_refuse_an_empty_brain_mask(tmp_path):
     from medgen.data.volumes import Volumes
 
