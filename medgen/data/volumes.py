@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from medgen.data.layouts import discover_volumes
 from medgen.data.volume_module import VolumeDataModule
-from medgen.errors import ConfigError, InputError
+from medgen.errors import ConfigError
 from medgen.transforms.masks import require_voxels
 from medgen.transforms.patches import RandomPatches, augmentation
 from medgen.transforms.spatial import position_maps
