@@ -64,8 +64,10 @@ def refuse_existing(targets, overwrite: bool) -> None:
                                      "or choose another --output folder")
 
 
-def list_inputs(path: str | Path) -> list[Path]:
-    """A volume file or DICOM folder as one input; any other folder: the volumes inside it."""
+def list_inputs(path: str | Path, prefer: tuple[str, ...] = ()) -> list[Path]:
+    """A volume file or DICOM folder as one input; any other folder: the volumes inside it.
+    prefer: names of the model's input (e.g. ``low_dose``), for the scan a refusal of a training
+    layout suggests instead."""
     from medgen.io import is_volume_path
 
     path = Path(path)
@@ -73,7 +75,7 @@ def list_inputs(path: str | Path) -> list[Path]:
         raise InputError(path, "no such file or folder")
     if is_volume_path(path):
         if path.is_dir() and not _has_own_dicom_files(path):
-            nested = _nested_scan(path)  # DICOM somewhere below, and other scans too: a data layout
+            nested = _nested_scan(path, prefer)  # DICOM somewhere below, and other scans too: a data layout
             if nested is not None:
                 raise InputError(path, _layout_message(path, nested))
         return [path]
@@ -81,7 +83,7 @@ def list_inputs(path: str | Path) -> list[Path]:
         inputs = sorted(p for p in path.iterdir() if not p.name.startswith(".") and is_volume_path(p))
         if inputs:
             return inputs
-        raise InputError(path, _layout_message(path, _nested_scan(path)))
+        raise InputError(path, _layout_message(path, _nested_scan(path, prefer)))
     raise InputError(path, "not a readable volume (NIfTI, NRRD, MHA/MHD or DICOM)")
 
 
@@ -94,24 +96,46 @@ def _has_own_dicom_files(folder: Path) -> bool:
     return any(p.is_file() and is_dicom_file(p) for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _nested_scan(folder: Path, depth: int = 4, budget: int = 5000) -> Path | None:
-    """The first NIfTI/NRRD/MHA file below ``folder`` (not in it), breadth first, a few levels."""
+# names of a layout's files that are no model's input (masks, labels, the paired target)
+NOT_AN_INPUT = ("mask", "label", "seg", "full_dose", "target")
+
+
+def model_input_names(model_class) -> tuple[str, ...]:
+    """The file name a task's data module reads its input from by default (``low_dose``, ``t1``)."""
+    import inspect
+
+    params = inspect.signature(model_class.data_module.__init__).parameters
+    return tuple(p.default for name, p in params.items() if name in ("source_key", "key") and isinstance(p.default, str))
+
+
+def _nested_scan(folder: Path, prefer: tuple[str, ...] = (), depth: int = 4, budget: int = 5000) -> Path | None:
+    """A NIfTI/NRRD/MHA file below ``folder`` (not in it), breadth first, a few levels: of the
+    first subject folder that holds any, the one named as in ``prefer``, else one not named
+    like a mask, label or target, else the first."""
     from medgen.data.layouts import VOLUME_SUFFIXES
+
+    def stem(p: Path) -> str:
+        return p.name.lower().split(".", 1)[0]
 
     level = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     for _ in range(depth):
         below = []
         for sub in level:
+            scans = []
             for p in sorted(sub.iterdir()):
                 budget -= 1
                 if budget < 0:
-                    return None
+                    return scans[0] if scans else None
                 if p.name.startswith("."):
                     continue
                 if p.is_dir():
                     below.append(p)
                 elif p.name.lower().endswith(VOLUME_SUFFIXES):
-                    return p
+                    scans.append(p)
+            if scans:
+                named = [p for p in scans if stem(p) in {n.lower() for n in prefer}]
+                inputs = [p for p in scans if not any(word in stem(p) for word in NOT_AN_INPUT)]
+                return (named or inputs or scans)[0]
         level = below
     return None
 

@@ -33,8 +33,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from medgen.engine import load_task
     from medgen.errors import ConfigError
-    from medgen.inference import (check_dicom_inputs, infer_table, infer_to_folder, list_inputs, planned_outputs,
-                                  refuse_existing)
+    from medgen.inference import (check_dicom_inputs, infer_table, infer_to_folder, list_inputs, model_input_names,
+                                  planned_outputs, refuse_existing)
 
     from medgen.models.registry import get_model_class
 
@@ -49,7 +49,7 @@ def run(args) -> int:
     if table:
         refuse_existing([Path(args.output) / f"{name}.tsv" for name in cls.table_outputs], args.overwrite)
     else:
-        inputs = list_inputs(args.input)
+        inputs = list_inputs(args.input, prefer=model_input_names(cls))
         if args.dicom:
             check_dicom_inputs(inputs)
         direction = (args.direction or cls.directions[0]) if cls.directions else None

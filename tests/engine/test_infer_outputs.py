@@ -156,3 +156,22 @@ def test_a_layout_with_one_dicom_series_below_is_not_taken_for_that_series(tmp_p
     with pytest.raises(InputError, match="a training layout"):
         list_inputs(root)
     assert list_inputs(series) == [series]  # the series folder itself is an input
+
+
+def test_a_refused_training_layout_suggests_the_models_input_not_its_first_file(tmp_path):
+    """pet-cgan's layout sub-001/{brain_mask, full_dose, low_dose}: the suggestion was the first
+    file (brain_mask), which infer would translate as if it were a low-dose PET."""
+    from medgen.inference import list_inputs, model_input_names
+    from medgen.models.registry import get_model_class
+
+    for name in ("brain_mask", "full_dose", "low_dose"):
+        (tmp_path / "paired" / "sub-001").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "paired" / "sub-001" / f"{name}.nii.gz")
+    prefer = model_input_names(get_model_class("pet-cgan"))
+    assert prefer == ("low_dose",)
+    with pytest.raises(InputError, match=r"e\.g\. --input \S*sub-001/low_dose\.nii\.gz$"):
+        list_inputs(tmp_path / "paired", prefer=prefer)
+    # a task whose input name is not there: not a mask or the target either
+    (tmp_path / "paired" / "sub-001" / "low_dose.nii.gz").rename(tmp_path / "paired" / "sub-001" / "t2.nii.gz")
+    with pytest.raises(InputError, match=r"e\.g\. --input \S*sub-001/t2\.nii\.gz$"):
+        list_inputs(tmp_path / "paired", prefer=("flair",))
