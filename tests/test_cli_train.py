@@ -50,6 +50,9 @@ def test_train_evaluate_infer_resume(tmp_path, capsys):
     # the user hears where it runs, how validation goes, where best.pt is and where the time went
     said = printed.err
     assert "device: cpu, " in said and f"run {run_id} in {resolve_tracking_uri()}; watch it with `medgen ui`" in said
+    # the link that opens the experiment on its runs (a clicked one opens on MLflow's GenAI overview)
+    assert f"at http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning" in said
+    assert " 1 threads" not in said
     assert "epoch 1: val/psnr " in said and f"best.pt: epoch 1, val/psnr" in said and "time: " in said
 
     # --resume without --config continues the checkpoint's own config and the same run

@@ -367,7 +367,8 @@ class Trainer:
             self.report(f"data: {described}")
         amp = f", mixed precision {str(self.amp_dtype).replace('torch.', '')}" if self.use_amp else ""
         world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
-        self.report(f"device: {self.device}, {torch.get_num_threads()} threads{amp}{world}")
+        threads = torch.get_num_threads()
+        self.report(f"device: {self.device}, {threads} thread{'s' if threads != 1 else ''}{amp}{world}")
         uri = getattr(self.tracker, "uri", None)
         if uri is None:
             where = " (not tracked)"
@@ -375,8 +376,19 @@ class Trainer:
             from medgen.tracking import default_tracking_uri
 
             ui = "medgen ui" if uri == default_tracking_uri() else f"medgen ui --uri {uri}"
-            where = f" in {uri}; watch it with `{ui}`"
+            where = f" in {uri}; watch it with `{ui}`{self._runs_link()}"
         self.report(f"run {self.run_id}{' (resumed at epoch ' + str(self.epoch) + ')' if resumed else ''}{where}")
+
+    def _runs_link(self) -> str:
+        """`` at <link>``: the page of `medgen ui` (default port) that opens this run's experiment
+        on its runs (MLflow 3.17 opens a clicked experiment on its GenAI overview)."""
+        from medgen.tracking.ui_links import experiment_url
+
+        try:
+            experiment_id = self.tracker.client.get_run(self.run_id).info.experiment_id
+        except Exception:  # another tracker, a store that went away: the command is enough
+            return ""
+        return f" at {experiment_url('http://127.0.0.1:5000', experiment_id)}"
 
     def _report_validation(self, val: dict[str, float]) -> None:
         value = val.get(self.best_metric)
