@@ -134,7 +134,7 @@ class Trainer:
         self._logged_at = 0.0
         self._bad_step: str | None = None
         self._warned_best = False
-        self._final_estimated = False  # this session has estimated its final validation (time budgets)
+        self._final_estimate: float | None = None  # seconds, estimated at this session's first validation
 
     # --- set-up ---------------------------------------------------------------------------
     def _default_tracker(self) -> Tracker:
@@ -458,7 +458,7 @@ class Trainer:
                 improved = False
                 if validate:
                     # a time budget's first validation also measures what the final one will cost
-                    estimate = bool(cfg.max_minutes) and not final and not self._final_estimated
+                    estimate = bool(cfg.max_minutes) and not final and self._final_estimate is None
                     if final:
                         bar.describe(f"{self.config.task} {self._final_label()}")
                     started, fid_before, timings = self.timer.total(), self.timer.spent("fid"), {}
@@ -469,6 +469,9 @@ class Trainer:
                     if estimate:
                         network = timings.get("network", 0.0)
                         self._reserve_final_validation(network, cost - fid_cost - network, fid_cost)
+                    if final and self._final_estimate is not None:  # how good the estimate was, in MLflow
+                        metrics.update({"time/final_validation_seconds": cost,
+                                        "time/final_validation_estimate_seconds": self._final_estimate})
                     bar.advance()
                     metrics.update(val)
                     self.last_metrics = dict(val)
@@ -625,7 +628,7 @@ class Trainer:
         passes = max(1, int(self.model.final_validation_passes()))
         seconds = network_seconds * passes + max(0.0, other_seconds) + fake_fid
         kept = self.clock.reserve(seconds / 60)
-        self._final_estimated = True
+        self._final_estimate = seconds
         if not self.dist.is_main:
             return
         budget = float(self.cfg.max_minutes)

@@ -210,5 +210,9 @@ def test_the_first_validation_of_a_time_budget_primes_fid_and_reserves_the_final
     assert len(calls) == 2 * n_val and calls[n_val:] == [trainer.epoch] * n_val and trainer.epoch > 1  # the fake side
     fid = MlflowClient(resolve_tracking_uri()).get_metric_history(run_id, "val/fid")
     assert [m.step for m in fid] == [trainer.epoch]  # one FID, of the final weights
+    logged = MlflowClient(resolve_tracking_uri()).get_run(run_id).data.metrics
+    # what was kept: the estimate, or half the budget when it asked for more
+    assert logged["time/final_validation_estimate_seconds"] >= 60 * trainer.clock.reserved_minutes - 1e-6
+    assert 0 < logged["time/final_validation_seconds"] < 60
     assert 0 < trainer.clock.reserved_minutes <= 0.1
     assert any("final validation with FID estimated at" in line and "of the 0.2 min budget" in line for line in lines)
