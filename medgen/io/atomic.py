@@ -26,7 +26,7 @@ def atomic_output(path, suffix: str = ".tmp") -> Iterator[Path]:
         # mkstemp makes the file 0600; an output should be readable as the user's umask allows,
         # as any other tool's (lab folders are shared)
         if Path(tmp).is_file():
-            os.chmod(tmp, 0o666 & ~_umask())
+            as_umask_allows(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,6 +63,13 @@ def _remove_stale(path: Path, suffix: str) -> None:
         m = pattern.match(entry.name)
         if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1))):
             entry.unlink(missing_ok=True)
+
+
+def as_umask_allows(path: Path) -> Path:
+    """``path`` (a file or folder ``tempfile`` made 0600/0700) given the mode a plain ``open`` or
+    ``mkdir`` would have given it under the process's umask."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+    return Path(path)
 
 
 def _umask() -> int:

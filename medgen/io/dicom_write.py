@@ -30,6 +30,7 @@ from pydicom.dataelem import DataElement
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medgen.errors import InputError
+from medgen.io.atomic import as_umask_allows
 from medgen.io.dicom import _choose_series, _multi_frame, list_series, slice_order
 from medgen.io.geometry import from_canonical
 
@@ -93,7 +94,8 @@ def write_dicom_like(out_dir, volume, reference, source, description: str, serie
         derivation = f"{description}; pixel values are class indices (0 background), no intensity units"
     series_uid = generate_uid()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # mkdtemp makes the folder 0700: others in a shared lab folder could not open the series
+    tmp = as_umask_allows(Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent)))
     try:
         for k, i in enumerate(order):
             ds = pydicom.dcmread(chosen.files[i], force=True)

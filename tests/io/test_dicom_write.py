@@ -143,3 +143,21 @@ def test_a_label_map_is_a_label_series_of_the_class_indices(tmp_path, builders, 
     with pytest.raises(ValueError, match="class indices"):
         write_dicom_like(tmp_path / "bad", labels + 0.5, ct, folder, "x", labels=True)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_series_folder_follows_the_umask(tmp_path, builders, ct_stored, umask):
+    """tempfile.mkdtemp made it 0700 under any umask: others could not open the series."""
+    import os
+    import stat
+
+    folder = tmp_path / "ct"
+    builders.dicom_series(folder, ct_stored, direction=np.eye(3), slope=1.0, intercept=-1024.0, modality="CT")
+    ct = read(folder)
+    old = os.umask(umask)
+    try:
+        written = write_dicom_like(tmp_path / "out", ct - 24, ct, folder, "hu")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(f.stat().st_mode) for f in written.iterdir()} == {0o666 & ~umask}
