@@ -187,3 +187,33 @@ def test_score_warns_once_for_a_scan_unlike_the_training_scans(tmp_path, monkeyp
     (row,) = score_paths(Model(), data, [scan], mode="encoder", progress=False, warn=heard.append)
     assert row["error"] == "" and row["score"] == "0.5"
     assert len(heard) == 1 and heard[0].startswith(f"{scan}: ") and "different modality" in heard[0]
+
+
+def test_an_empty_mask_is_an_error_row_and_an_odd_name_draws_without_warnings(tmp_path, monkeypatch, recwarn):
+    """An empty brain mask was scored as if no mask were given (the whole volume); a scan name in
+    a script the font lacks printed matplotlib's 'Glyph ... missing' lines."""
+    import torch
+
+    from medgen.commands.score_batch import score_paths
+    from medgen.io import write
+    from medgen.models.anogan import scoring
+
+    monkeypatch.setattr(scoring, "score_volume", lambda model, data, volume, mode, mask=None, warn=None, polarity=None: (0.5, torch.rand(volume.shape)))
+
+    class Model:
+        thresholds = {"encoder": 1.0}
+
+    empty, odd = tmp_path / "a", tmp_path / "b"
+    for folder in (empty, odd):
+        folder.mkdir()
+        write(folder / "t1.nii.gz", np.random.default_rng(0).random((12, 12, 12)).astype(np.float32))
+        mask = np.zeros((12, 12, 12), np.uint8)
+        mask[3:9, 3:9, 3:9] = folder is odd
+        write(folder / "brain_mask.nii.gz", mask)
+    (odd / "t1.nii.gz").rename(odd / "脳\x1b[31m.nii.gz")
+    maps = tmp_path / "maps"
+    bad, good = score_paths(Model(), None, [empty / "t1.nii.gz", odd / "脳\x1b[31m.nii.gz"], mode="encoder",
+                            maps_dir=maps, mask_name="brain_mask")
+    assert bad["score"] == "" and bad["error"] == f"{empty / 'brain_mask.nii.gz'}: mask 'brain_mask' is empty (no voxel inside it on the model grid)"
+    assert good["error"] == "" and good["score"] == "0.5" and Path(good["overlay"]).is_file()
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]

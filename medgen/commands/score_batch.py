@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medgen.data.layouts import entry_name, find_volume
-from medgen.errors import InputError, MedgenError
+from medgen.errors import InputError, MedgenError, printable
 
 # warning: a scan scored but unlike the training scans (a CT by a model of MR, another scale):
 # its score does not compare; last, so that readers of the earlier columns by position still work
@@ -58,6 +58,7 @@ def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mas
     from medgen import io
     from medgen.io.errors_util import short
     from medgen.models.anogan.scoring import flag, score_volume
+    from medgen.transforms.masks import require_voxels
 
     row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
     row["path"] = str(path)
@@ -72,7 +73,9 @@ def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mas
         volume = io.read(path)
         mask = None
         if mask_name:
-            mask = io.read(find_mask(path, mask_name)).as_tensor() > 0.5
+            mask_path = find_mask(path, mask_name)
+            # an empty mask leaves nothing to score in (the whole volume would be scored instead)
+            mask = require_voxels(io.read(mask_path).as_tensor() > 0.5, mask_path, f"mask '{mask_name}'")
         score, amap = score_volume(model, data, volume, mode, mask=mask, polarity=polarity, warn=note)
         flagged = flag(score, threshold)
         row.update(score=f"{score:.6g}", flagged="" if flagged is None else str(flagged).lower())
@@ -81,7 +84,7 @@ def _score_one(model, data, path, name: str, maps_dir, mode: str, threshold, mas
 
             io.write(outputs[0], amap, reference=volume)
             save_overlay(outputs[1], volume, amap, threshold=threshold,
-                         title=f"{name}: score {score:.4g}" + (" (flagged)" if flagged else ""))
+                         title=f"{printable(name)}: score {score:.4g}" + (" (flagged)" if flagged else ""))
             row.update(map=str(outputs[0]), overlay=str(outputs[1]))
     except Exception as e:  # noqa: BLE001 - one bad scan must not stop the others
         for leftover in outputs:  # a row has a score or an error, never both

@@ -6,6 +6,7 @@ they work headless, in threads, and leave no global figure state behind.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,10 @@ def new_figure(n_rows: int, n_cols: int, cell: float = CELL_INCHES) -> Figure:
 def save_png(fig: Figure, path) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
     path = Path(path)
-    with atomic_output(path, suffix=".png") as tmp, open(tmp, "wb") as fh:
+    with atomic_output(path, suffix=".png") as tmp, open(tmp, "wb") as fh, warnings.catch_warnings():
+        # a scan's name in a script the font lacks (CJK) is drawn as boxes: cosmetic, not a line
+        # for the user's terminal
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
         fig.savefig(fh, format="png", dpi=DPI)  # no bbox_inches="tight": the size stays known
     return path
 
