@@ -11,16 +11,20 @@ HELP = "MLflow UI on 127.0.0.1 over the project's store (sqlite:///mlflow.db + .
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    from medgen.tracking.ui_links import UI_PORT
+
+    parser.add_argument("--port", type=int, default=UI_PORT, help=f"port on 127.0.0.1 (default {UI_PORT})")
     parser.add_argument("--uri", default=None, help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
 
 
-def command(port: int = 5000, uri: str | None = None) -> list[str]:
+def command(port: int | None = None, uri: str | None = None) -> list[str]:
     """The `mlflow ui` command line (local only: 127.0.0.1). One worker: a personal UI needs no
     more, and each of MLflow's default four costs seconds of start-up and memory on a laptop.
     The registry is the same store (said explicitly, or MLflow says so on every start)."""
     from medgen.tracking import default_artifact_root, resolve_tracking_uri
+    from medgen.tracking.ui_links import UI_PORT
 
+    port = UI_PORT if port is None else port
     store = resolve_tracking_uri(uri)
     return [
         sys.executable, "-m", "mlflow", "ui",
@@ -80,6 +84,7 @@ def run(args) -> int:
     import time
 
     from medgen.errors import MedgenError
+    from medgen.tracking.ui_links import ui_base
 
     if port_in_use(args.port):  # else uvicorn's own traceback-style line, after the links, and exit 0
         raise MedgenError(f"port {args.port} on 127.0.0.1 is in use (another medgen ui or MLflow server?); "
@@ -87,12 +92,13 @@ def run(args) -> int:
     env = server_environment()
     cmd = command(args.port, args.uri)
     store = cmd[cmd.index("--backend-store-uri") + 1]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {store}); Ctrl-C stops it", file=sys.stderr)
+    base = ui_base(args.port)
+    print(f"MLflow UI on {base} (store {store}); Ctrl-C stops it", file=sys.stderr)
     # The server and its workers get a process group of their own, and whatever stops us --
     # Ctrl-C, `kill` (SIGTERM), a closed terminal (SIGHUP) -- stops that whole group: a server
     # left running, orphaned, would keep answering on the port.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    for line in experiment_lines(store, f"http://127.0.0.1:{args.port}"):  # while the server starts
+    for line in experiment_lines(store, base):  # while the server starts
         print(line, file=sys.stderr)
     stopping: list[float] = []  # when a stop was asked for
 

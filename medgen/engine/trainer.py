@@ -382,13 +382,10 @@ class Trainer:
     def _runs_link(self) -> str:
         """`` at <link>``: the page of `medgen ui` (default port) that opens this run's experiment
         on its runs (MLflow 3.17 opens a clicked experiment on its GenAI overview)."""
-        from medgen.tracking.ui_links import experiment_url
+        from medgen.tracking.ui_links import experiment_url, ui_base
 
-        try:
-            experiment_id = self.tracker.client.get_run(self.run_id).info.experiment_id
-        except Exception:  # another tracker, a store that went away: the command is enough
-            return ""
-        return f" at {experiment_url('http://127.0.0.1:5000', experiment_id)}"
+        experiment_id = self.tracker.experiment_of_run
+        return "" if experiment_id is None else f" at {experiment_url(ui_base(), experiment_id)}"
 
     def _report_validation(self, val: dict[str, float]) -> None:
         value = val.get(self.best_metric)

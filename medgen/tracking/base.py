@@ -12,6 +12,7 @@ class Tracker:
     """No-op tracker (tracking disabled, or a non-zero rank under torchrun)."""
 
     run_id: str | None = None
+    experiment_of_run: str | None = None  # the id of the experiment the run is in
 
     def start(self, experiment: str, run_name: str | None = None, run_id: str | None = None) -> str | None:
         """Start a run, or continue `run_id` (resume). Returns the run id."""

@@ -171,7 +171,7 @@ class MLflowTracker(Tracker):
             return self._start(experiment, run_name, run_id)
 
     def _start(self, experiment: str, run_name: str | None, run_id: str | None) -> str:
-        experiment_id = self.experiment_id(experiment)
+        experiment_id = self.experiment_of_run = self.experiment_id(experiment)
         self._end_dead_runs(experiment_id, keep=run_id)
         self._logged = set()  # a new (or newly resumed) run: replaying_from says what to skip
         if run_id is not None:

@@ -18,6 +18,12 @@ from pathlib import Path
 from urllib.parse import unquote
 
 RUNS_VIEW_QUERY = "workflowType=machine_learning"
+UI_PORT = 5000  # `medgen ui`'s default port
+
+
+def ui_base(port: int = UI_PORT) -> str:
+    """The address `medgen ui --port PORT` serves on (127.0.0.1 only)."""
+    return f"http://127.0.0.1:{port}"
 
 
 def experiment_url(base: str, experiment_id: str) -> str:
