@@ -117,6 +117,7 @@ def _nested_scan(folder: Path, prefer: tuple[str, ...] = (), depth: int = 4, bud
     def stem(p: Path) -> str:
         return p.name.lower().split(".", 1)[0]
 
+    wanted = {n.lower() for n in prefer}
     level = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     for _ in range(depth):
         below = []
@@ -133,7 +134,7 @@ def _nested_scan(folder: Path, prefer: tuple[str, ...] = (), depth: int = 4, bud
                 elif p.name.lower().endswith(VOLUME_SUFFIXES):
                     scans.append(p)
             if scans:
-                named = [p for p in scans if stem(p) in {n.lower() for n in prefer}]
+                named = [p for p in scans if stem(p) in wanted]
                 inputs = [p for p in scans if not any(word in stem(p) for word in NOT_AN_INPUT)]
                 return (named or inputs or scans)[0]
         level = below
